@@ -1,0 +1,132 @@
+"""The `ttrl` command line. Flags are generated from the typed config (ttrl/config.py) and from each
+reward's params, so `ttrl run --help` always documents every option with its default."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .config import Config, ConfigError, apply_overrides, field_types, load_yaml, sections
+from .data import DataError
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _fmt_default(f: dataclasses.Field) -> str:
+    d = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return json.dumps(d) if isinstance(d, (dict, list)) else repr(d) if isinstance(d, str) else str(d)
+
+
+def _add_option(group, names: list[str], dest: str, f: dataclasses.Field, prefix: str, **kw) -> None:
+    """One flag per config field; values stay unset unless given, so YAML and defaults show through."""
+    kw.update(dest=dest, default=argparse.SUPPRESS,
+              help=f"{prefix}{f.metadata.get('help', '')} (default: {_fmt_default(f)})")
+    if f.metadata.get("choices"):
+        kw["choices"] = f.metadata["choices"]
+    else:
+        kw["metavar"] = f.name.upper()
+    group.add_argument(*names, **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .rewards import all_rewards
+
+    p = argparse.ArgumentParser(prog="ttrl", description="Label-free test-time reinforcement learning.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="adapt a model on unlabeled inputs and evaluate it",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Adapt a model by test-time RL. Precedence: defaults < --config YAML < flags.")
+    run.add_argument("--config", default=argparse.SUPPRESS, help="YAML file with options (sections or flat keys)")
+    run.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
+                     help="replace an existing run folder (default: refuse)")
+    for sec, cls in sections().items():
+        grp = run.add_argument_group(sec)
+        for f in dataclasses.fields(cls):
+            names = [_flag(f.name), "-m"] if f.name == "model" else [_flag(f.name)]
+            _add_option(grp, names, f"{sec}.{f.name}", f, "")
+    grp = run.add_argument_group("reward parameters")
+    for name, spec in sorted(all_rewards().items()):
+        ptypes = field_types(spec.params)
+        for f in dataclasses.fields(spec.params):
+            _add_option(grp, [_flag(f"{name}_{f.name}")], f"rewardparam.{name}.{f.name}", f, f"[{name}] ",
+                        type=ptypes[f.name] if ptypes[f.name] in (int, float, str) else str)
+    sub.add_parser("rewards", help="list every reward with its help text")
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> Config:
+    cfg = Config()
+    given = vars(ns)
+    if "config" in given:
+        apply_overrides(cfg, load_yaml(given["config"]), given["config"])
+    nested: dict = {}
+    for key, value in given.items():
+        if key.startswith("rewardparam."):
+            _, rname, fname = key.split(".", 2)
+            nested.setdefault("reward", {}).setdefault("reward_params", dict(cfg.reward.reward_params)).setdefault(rname, {})[fname] = value
+        elif "." in key:
+            sec, name = key.split(".", 1)
+            nested.setdefault(sec, {})[name] = value
+    if nested:
+        apply_overrides(cfg, nested, "command line")
+    return cfg
+
+
+def cmd_rewards() -> int:
+    from .rewards import all_rewards
+
+    for name, spec in sorted(all_rewards().items()):
+        print(f"{name:12s} {spec.help}")
+        for f in dataclasses.fields(spec.params):
+            print(f"{'':12s}   --{name}-{f.name.replace('_', '-')} (default {_fmt_default(f)}): {f.metadata.get('help', '')}")
+    return 0
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from .run import run
+
+    cfg = config_from_args(ns)
+    if not cfg.run.out:
+        cfg.run.out = time.strftime("runs/%Y%m%d-%H%M%S")
+    out = Path(cfg.run.out)
+    if out.exists() and any(out.iterdir()):
+        if not getattr(ns, "overwrite", False):
+            raise ConfigError(f"{out}: the run folder already holds files; pass --overwrite or choose another --out")
+        shutil.rmtree(out)
+    summary = run(cfg)
+    print(f"\nbase accuracy     {_pct(summary['base_accuracy'])}   (greedy, {summary['n_eval']} items)")
+    if summary.get("base_maj_accuracy") is not None:
+        print(f"base maj@{cfg.protocol.base_maj_votes:<8d} {_pct(summary['base_maj_accuracy'])}   (ceiling for sharpening)")
+    print(f"adapted accuracy  {_pct(summary['adapted_accuracy'])}   "
+          f"(after {summary['steps']} steps on {summary['n_adapt']} unlabeled items, reward {summary['reward']})")
+    print(f"outputs in {out}/  ({summary['seconds']:.0f} s)")
+    return 0
+
+
+def _pct(x) -> str:
+    return "  n/a" if x is None else f"{100 * x:5.1f}%"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    warnings.simplefilter("default")
+    ns = build_parser().parse_args(argv)
+    try:
+        if ns.command == "rewards":
+            return cmd_rewards()
+        return cmd_run(ns)
+    except (ConfigError, DataError) as e:
+        print(f"ttrl: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Items and the JSONL data contract.
+
+An `Item` pairs what the model may see (`Query`) with the label (`answer`), which is used only
+for evaluation. Adaptation code is typed on `Query`, which has no answer field at all, so a
+label cannot reach a reward or an update by accident (tests/test_label_isolation.py).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+class DataError(ValueError):
+    """Bad input, with the file, line and field it came from."""
+
+    def __init__(self, source: str, line: int | None, field_: str | None, message: str):
+        where = source + (f", line {line}" if line is not None else "") + (f", field {field_!r}" if field_ else "")
+        super().__init__(f"{where}: {message}")
+        self.source, self.line, self.field = source, line, field_
+
+
+@dataclass(frozen=True)
+class Query:
+    """Everything a policy, an extractor or a reward may see of an item. No label, by design."""
+
+    id: str
+    prompt: str
+    choices: tuple[str, ...] | None = None
+    images: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Item:
+    query: Query
+    answer: Any = None  # evaluation only; never passed to adaptation code
+    meta: dict = field(default_factory=dict, compare=False)
+
+
+Scorer = Callable[[str | None, Item], bool]
+
+
+@dataclass
+class Dataset:
+    """Items plus how to score a predicted answer (task-specific scorers, e.g. reasoning-gym's)."""
+
+    name: str
+    items: list[Item]
+    scorer: Scorer | None = None  # None: the extractor's equivalence against `answer`
+
+    @property
+    def has_labels(self) -> bool:
+        return any(it.answer is not None for it in self.items)
+
+
+def _as_str_tuple(value: Any, source: str, line: int, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DataError(source, line, name, f"expected a string or a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def parse_record(obj: Any, source: str, line: int) -> Item:
+    """One JSONL object -> Item, validating the contract: prompt|question, id, choices, image, answer."""
+    if not isinstance(obj, dict):
+        raise DataError(source, line, None, f"expected a JSON object, got {type(obj).__name__}")
+    key = "prompt" if "prompt" in obj else "question" if "question" in obj else None
+    if key is None:
+        raise DataError(source, line, "prompt", "missing required field (or 'question')")
+    prompt = obj[key]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise DataError(source, line, key, f"must be a non-empty string, got {prompt!r}")
+    choices = obj.get("choices")
+    if choices is not None:
+        choices = _as_str_tuple(choices, source, line, "choices")
+        if len(choices) < 2 or len(choices) > 26:
+            raise DataError(source, line, "choices", f"needs 2 to 26 options, got {len(choices)}")
+    images = obj.get("image", obj.get("images"))
+    images = () if images is None else _as_str_tuple(images, source, line, "image")
+    if "answer" in obj and obj["answer"] is not None and not isinstance(obj["answer"], (str, int, float)):
+        raise DataError(source, line, "answer", f"must be a string or a number, got {obj['answer']!r}")
+    item_id = str(obj.get("id", line))
+    answer = obj.get("answer")
+    return Item(Query(item_id, prompt, choices, images), None if answer is None else str(answer))
+
+
+def read_jsonl(path: str | Path) -> list[Item]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(str(path), None, None, "no such file")
+    items, seen = [], {}
+    with path.open(encoding="utf-8") as f:
+        for n, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise DataError(str(path), n, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+            item = parse_record(obj, str(path), n)
+            if item.query.id in seen:
+                raise DataError(str(path), n, "id", f"duplicate id {item.query.id!r} (first on line {seen[item.query.id]})")
+            seen[item.query.id] = n
+            items.append(item)
+    if not items:
+        raise DataError(str(path), None, None, "no items")
+    return items

@@ -1,0 +1,90 @@
+"""The extractor interface: a response string -> a canonical answer string, or None when unparsable.
+
+Extraction is what a vote compares, so each extractor also owns its equivalence relation:
+two answers it calls equivalent are one vote.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+
+class Extractor:
+    """Base class. Subclasses set `name`, `instruction` and implement `extract`."""
+
+    name: str = ""
+    #: Appended to the user prompt so the model writes an answer this extractor can parse.
+    instruction: str = ""
+
+    def extract(self, response: str, choices: Sequence[str] | None = None) -> str | None:
+        raise NotImplementedError
+
+    def equivalent(self, a: str, b: str) -> bool:
+        return a == b
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    name: str
+    factory: Callable[[], Extractor]
+    help: str
+
+
+EXTRACTORS: dict[str, ExtractorSpec] = {}
+
+
+def register_extractor(name: str, help: str):
+    def deco(cls):
+        cls.name = name
+        EXTRACTORS[name] = ExtractorSpec(name, cls, help)
+        return cls
+
+    return deco
+
+
+def get_extractor(name: str) -> Extractor:
+    from . import _load_all  # noqa: F401  (registers the built-in extractors)
+
+    if name not in EXTRACTORS:
+        raise ValueError(f"unknown answer type {name!r}; choose from: {', '.join(sorted(EXTRACTORS))}")
+    return EXTRACTORS[name].factory()
+
+
+def equivalence_classes(answers: Sequence[str | None], extractor: Extractor) -> list[int | None]:
+    """Class id per answer, ids numbered in first-seen order; None stays None (never a vote).
+
+    First-seen numbering makes ties in a vote resolve to the answer seen first (TTRL)."""
+    reps: list[str] = []
+    out: list[int | None] = []
+    for a in answers:
+        if a is None:
+            out.append(None)
+            continue
+        for k, r in enumerate(reps):
+            if a == r or extractor.equivalent(a, r):
+                out.append(k)
+                break
+        else:
+            reps.append(a)
+            out.append(len(reps) - 1)
+    return out
+
+
+_PLAIN_NUMBER = re.compile(r"[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?|[-\u2212]?\.\d+")
+# A "p/q" fraction counts as math, not number: the math extractor also handles plain numbers.
+_MATHY = re.compile(r"\\frac|\\sqrt|\^|\\boxed|\\pi|(?<![\w/])\d+\s*/\s*\d+(?![\w/])")
+
+
+def infer_answer_type(answers: Sequence[str | None], has_choices: bool) -> str:
+    """Guess an extractor name from the gold answers of a dataset (labels, when it has any)."""
+    if has_choices:
+        return "choice"
+    given = [a.strip() for a in answers if a is not None and a.strip()]
+    if not given:
+        return "label"  # unlabelled and no choices: nothing to go on; the caller should warn
+    if all(_PLAIN_NUMBER.fullmatch(a) for a in given):
+        return "number"
+    if any(_MATHY.search(a) for a in given):
+        return "math"
+    return "label" if all(len(a.split()) <= 5 for a in given) else "text"

@@ -1,0 +1,50 @@
+"""GRPO as pure tensor functions: group-normalised advantages and the clipped, KL-regularised loss.
+
+References: Shao et al. 2024 (GRPO), Schulman et al. 2017 (clipped surrogate), Schulman 2020 (k3 KL
+estimator), Liu et al. 2025 (Dr. GRPO: no std scaling).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, scale: bool = True) -> torch.Tensor | None:
+    """A_i = (r_i - mean r) / (std r + eps) within one group; None when all rewards are equal
+    (the group carries no signal and is skipped). std is the population std, as in VERL."""
+    rewards = rewards.float()
+    if rewards.numel() < 2 or torch.all(rewards == rewards[0]):
+        return None
+    centred = rewards - rewards.mean()
+    return centred / (rewards.std(unbiased=False) + eps) if scale else centred
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(pi || ref) estimate exp(ref - logp) - (ref - logp) - 1 (>= 0, unbiased)."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+def grpo_token_loss(logp, old_logp, adv, ref_logp=None, *, clip_eps: float = 0.2, kl_coef: float = 0.0):
+    """Per-token loss -min(rho A, clip(rho) A) + beta KL; logp/old/ref [B, T], adv [B]."""
+    ratio = torch.exp(logp - old_logp)
+    a = adv.unsqueeze(-1)
+    surrogate = torch.minimum(ratio * a, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * a)
+    loss = -surrogate
+    kl = None
+    if ref_logp is not None:
+        kl = k3_kl(logp, ref_logp)
+        loss = loss + kl_coef * kl
+    return loss, kl, ratio
+
+
+def aggregate(token_loss: torch.Tensor, mask: torch.Tensor, agg: str, total_tokens: float, total_seqs: int):
+    """Sum of this micro-batch's share of the step loss, so micro-batches add up to the full-batch loss.
+
+    token_mean: every trained token of the step weighs the same (VERL/DAPO);
+    seq_mean: each sequence's token mean, averaged over sequences (GRPO paper)."""
+    if agg == "token_mean":
+        return (token_loss * mask).sum() / total_tokens
+    if agg == "seq_mean":
+        per_seq = (token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        return per_seq.sum() / total_seqs
+    raise ValueError(f"loss_agg must be token_mean or seq_mean, got {agg!r}")

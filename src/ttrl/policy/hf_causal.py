@@ -1,0 +1,152 @@
+"""Policy backend for Hugging Face causal language models (text only), with LoRA via peft."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from typing import Sequence
+
+import torch
+
+from ..config import ModelConfig
+from ..data import Query
+from ..prompting import user_message
+from .base import Completion, autocast_ctx, pick_device, resolve_dtypes
+from .zoo import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+class HFCausalPolicy:
+    def __init__(self, cfg: ModelConfig, need_reference: bool = True):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.dtype, self.autocast = resolve_dtypes(self.device, cfg.dtype, cfg.autocast)
+        path = resolve_model(cfg.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"  # generation continues from the right edge
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device)
+        self.eos_ids = self._eos_ids(model)
+        self._ref_model = None
+        if cfg.finetune == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [
+                t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=targets, task_type="CAUSAL_LM")
+            model = get_peft_model(model, lora)
+        elif cfg.finetune == "full":
+            if need_reference:  # full fine-tuning has no adapter to switch off: keep a frozen copy
+                self._ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        else:
+            raise ValueError(f"finetune must be lora or full, got {cfg.finetune!r}")
+        self.model = model
+        self.model.eval()  # no dropout in rollouts; LoRA dropout defaults to 0 for the same reason
+
+    def _eos_ids(self, model) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen_eos = getattr(model.generation_config, "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        return {i for i in ids if i is not None}
+
+    # -- prompts ---------------------------------------------------------------------------
+    def render(self, query: Query, instruction: str) -> str:
+        messages = []
+        if self.cfg.system_prompt:
+            messages.append({"role": "system", "content": self.cfg.system_prompt})
+        messages.append({"role": "user", "content": user_message(query, instruction)})
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # base models without a chat template: plain text, answer follows
+        return "\n\n".join(m["content"] for m in messages) + "\n"
+
+    # -- sampling --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _merged(self):
+        """Fold LoRA into the base weights while sampling: unmerged adapters double the per-token cost
+        of HF generate here. Unmerging restores the weights up to float rounding."""
+        merge = hasattr(self.model, "merge_adapter")
+        if merge:
+            self.model.merge_adapter()
+        try:
+            yield
+        finally:
+            if merge:
+                self.model.unmerge_adapter()
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], n: int, *, temperature: float | None, top_p: float = 1.0,
+                 max_new_tokens: int, batch_size: int, seed: int) -> list[list[Completion]]:
+        with self._merged():
+            return self._generate(prompts, n, temperature, top_p, max_new_tokens, batch_size, seed)
+
+    def _generate(self, prompts, n, temperature, top_p, max_new_tokens, batch_size, seed) -> list[list[Completion]]:
+        greedy = temperature is None
+        per_chunk = max(1, batch_size // n)
+        out: list[list[Completion]] = []
+        torch.manual_seed(seed)  # one seed per call: the same call gives the same samples
+        for start in range(0, len(prompts), per_chunk):
+            chunk = list(prompts[start:start + per_chunk])
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+            with autocast_ctx(self.device, self.autocast):
+                seqs = self.model.generate(**enc, **kwargs, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                                           pad_token_id=self.tokenizer.pad_token_id)
+            width = enc["input_ids"].shape[1]
+            for i in range(len(chunk)):
+                mask = enc["attention_mask"][i].bool()
+                prompt_ids = tuple(enc["input_ids"][i][mask].tolist())
+                group = []
+                for row in seqs[i * n:(i + 1) * n, width:].tolist():
+                    ids, finished = self._cut(row)
+                    text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                    group.append(Completion(prompt_ids, tuple(ids), text, finished))
+                out.append(group)
+        return out
+
+    def _cut(self, row: list[int]) -> tuple[list[int], bool]:
+        for j, t in enumerate(row):
+            if t in self.eos_ids:
+                return row[:j + 1], True  # keep EOS: the policy learns when to stop
+        return row, False
+
+    # -- scoring ---------------------------------------------------------------------------
+    def token_logprobs(self, completions: Sequence[Completion], *, temperature: float,
+                       reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = self.tokenizer.pad_token_id
+        lp = max(len(c.prompt_ids) for c in completions)
+        lc = max(max(len(c.ids) for c in completions), 1)
+        ids = torch.full((len(completions), lp + lc), pad, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for b, c in enumerate(completions):
+            p = len(c.prompt_ids)
+            ids[b, lp - p:lp] = torch.tensor(c.prompt_ids)
+            ids[b, lp:lp + len(c.ids)] = torch.tensor(c.ids, dtype=torch.long)
+            attn[b, lp - p:lp + len(c.ids)] = 1
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions (as in generate)
+        target = ids[:, lp:]
+        cmask = attn[:, lp:].float()
+        model, ctx = self.model, torch.enable_grad()
+        if reference:
+            ctx = torch.no_grad()
+            if self._ref_model is not None:
+                model = self._ref_model
+        with ctx, autocast_ctx(self.device, self.autocast):
+            lora_ref = reference and self._ref_model is None and hasattr(self.model, "disable_adapter")
+            with self.model.disable_adapter() if lora_ref else contextlib.nullcontext():
+                logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=lc + 1).logits
+        logits = logits[:, :-1].float() / temperature  # the sampling distribution is softmax(z / T)
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return logp * cmask, cmask
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def save(self, path) -> None:
+        self.model.save_pretrained(path)

@@ -1,0 +1,2 @@
+"""Importing this module registers every built-in reward family."""
+from . import control, voting  # noqa: F401

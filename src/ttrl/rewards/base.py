@@ -1,0 +1,130 @@
+"""The reward interface: a pure function over one group of N samples of the same query.
+
+    fn(group: Group, params, ctx: RewardContext) -> RewardOutput
+
+Rewards see a `Group` (query without label, responses, extracted answers and their equivalence
+classes) and never a label. Each reward registers by name with a params dataclass whose fields
+carry a default and a one-line help citing the source; the CLI and YAML are generated from them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data import Query
+
+
+@dataclass(frozen=True)
+class Group:
+    query: Query
+    responses: tuple[str, ...]
+    answers: tuple[str | None, ...]  # canonical answers, None = unparsable
+    classes: tuple[int | None, ...]  # equivalence class per answer, numbered in first-seen order
+
+    def __len__(self) -> int:
+        return len(self.responses)
+
+
+@dataclass
+class RewardContext:
+    """What a reward may use besides the group: seeded randomness (and, later, the policy itself)."""
+
+    rng: np.random.Generator
+    policy: Any = None
+
+
+@dataclass
+class RewardOutput:
+    rewards: list[float]
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoParams:
+    pass
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    name: str
+    fn: Callable[[Group, Any, RewardContext], RewardOutput]
+    params: type
+    help: str
+    # True when, for these params, the reward is the same for every sample of a group: group
+    # normalisation then removes it entirely (TTRV's entropy term as published).
+    group_constant: Callable[[Any], bool] = lambda p: False
+
+
+REWARDS: dict[str, RewardSpec] = {}
+
+
+def register_reward(name: str, help: str, params: type = NoParams, group_constant=None):
+    def deco(fn):
+        REWARDS[name] = RewardSpec(name, fn, params, help, group_constant or (lambda p: False))
+        return fn
+
+    return deco
+
+
+def all_rewards() -> dict[str, RewardSpec]:
+    from . import _load_all  # noqa: F401  (registers the built-in families)
+
+    return REWARDS
+
+
+class RewardError(ValueError):
+    pass
+
+
+_TERM = re.compile(r"^\s*(?:(?P<w>[-+]?\d*\.?\d+(?:e[-+]?\d+)?)\s*\*\s*)?(?P<name>[A-Za-z_][\w]*)\s*$")
+
+
+def parse_reward_spec(spec: str) -> list[tuple[float, str]]:
+    """'frequency + 0.5*self_certainty' -> [(1.0, 'frequency'), (0.5, 'self_certainty')]."""
+    rewards = all_rewards()
+    terms = []
+    for part in spec.split("+"):
+        m = _TERM.match(part)
+        if not m:
+            raise RewardError(f"reward {spec!r}: cannot parse term {part.strip()!r} (expected NAME or WEIGHT*NAME)")
+        name = m.group("name")
+        if name not in rewards:
+            raise RewardError(f"reward {spec!r}: unknown reward {name!r}; choose from: {', '.join(sorted(rewards))}")
+        terms.append((float(m.group("w") or 1.0), name))
+    return terms
+
+
+class Reward:
+    """A weighted sum of registered rewards, built from a spec string and per-reward params."""
+
+    def __init__(self, spec: str, params: dict[str, Any] | None = None):
+        self.spec = spec
+        self.terms = parse_reward_spec(spec)
+        rewards = all_rewards()
+        params = params or {}
+        self.params = {n: params.get(n) or rewards[n].params() for _, n in self.terms}
+        self._specs = {n: rewards[n] for _, n in self.terms}
+
+    def group_constant_terms(self) -> list[str]:
+        return [n for _, n in self.terms if self._specs[n].group_constant(self.params[n])]
+
+    def __call__(self, group: Group, ctx: RewardContext) -> RewardOutput:
+        total = np.zeros(len(group))
+        diags: dict[str, float] = {}
+        single = len(self.terms) == 1
+        for w, name in self.terms:
+            out = self._specs[name].fn(group, self.params[name], ctx)
+            if len(out.rewards) != len(group):
+                raise RewardError(f"reward {name!r} returned {len(out.rewards)} rewards for {len(group)} samples")
+            total += w * np.asarray(out.rewards, dtype=float)
+            for k, v in out.diagnostics.items():
+                diags[k if single else f"{name}/{k}"] = v
+        return RewardOutput(total.tolist(), diags)
+
+
+def params_fields(cls: type) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else []

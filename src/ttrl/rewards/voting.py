@@ -1,0 +1,117 @@
+"""Agreement rewards over the answers of one group: TTRL majority vote, TTRV frequency and entropy.
+
+Unparsable answers (class None) never win a vote and get no frequency credit; they do count as
+one more outcome in the answer distribution, as empty answers do in TTRV's public code.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .base import Group, RewardContext, RewardOutput, register_reward
+
+
+def majority_class(classes) -> int | None:
+    """Most frequent parsed class; ties go to the class seen first (lowest id)."""
+    counts = Counter(c for c in classes if c is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return min(c for c, n in counts.items() if n == best)
+
+
+def distribution(classes) -> Counter:
+    return Counter(classes)  # None is a bucket of its own
+
+
+def entropy(counts: Counter) -> float:
+    n = sum(counts.values())
+    return -sum(c / n * math.log(c / n) for c in counts.values() if c)
+
+
+def vote_stats(classes) -> dict[str, float]:
+    """Label-free diagnostics every run logs: share of the top answer, answer entropy, parse rate."""
+    n = len(classes)
+    maj = majority_class(classes)
+    return {
+        "majority_ratio": (sum(c == maj for c in classes) / n) if maj is not None else 0.0,
+        "answer_entropy": entropy(distribution(classes)),
+        "unique_answers": float(len({c for c in classes if c is not None})),
+        "parsed": sum(c is not None for c in classes) / n,
+    }
+
+
+@register_reward("majority", help="TTRL (Zuo et al. 2025): 1 if the answer equals the group's majority answer, else 0.")
+def majority(group: Group, params, ctx: RewardContext) -> RewardOutput:
+    maj = majority_class(group.classes)
+    rewards = [float(maj is not None and c == maj) for c in group.classes]
+    return RewardOutput(rewards)
+
+
+def _frequencies(classes) -> list[float]:
+    counts, n = distribution(classes), len(classes)
+    return [0.0 if c is None else counts[c] / n for c in classes]
+
+
+@register_reward("frequency", help="TTRV (Singh et al. 2026) soft vote: r_i = p(a_i), the share of the group giving a_i.")
+def frequency(group: Group, params, ctx: RewardContext) -> RewardOutput:
+    return RewardOutput(_frequencies(group.classes))
+
+
+def _norm(counts: Counter) -> float:
+    m = len(counts)
+    return math.log(m) if m > 1 else 1.0
+
+
+def loo_entropy_terms(classes) -> list[float]:
+    """Per-sample diversity term -(H(P) - H(P_-i)) / log M: positive for samples whose removal would
+    raise the entropy (members of large buckets), so it survives group normalisation."""
+    counts = distribution(classes)
+    h, z = entropy(counts), _norm(counts)
+    out = []
+    for c in classes:
+        rest = counts.copy()
+        rest[c] -= 1
+        out.append((entropy(rest) - h) / z)
+    return out
+
+
+@register_reward(
+    "entropy",
+    help="TENT-style entropy minimisation as a per-sample reward: -(H(P) - H(P without i)) / log M.",
+)
+def entropy_only(group: Group, params, ctx: RewardContext) -> RewardOutput:
+    return RewardOutput(loo_entropy_terms(group.classes))
+
+
+@dataclass(frozen=True)
+class TTRVParams:
+    alpha: float = field(default=0.75, metadata={"help": "weight of the entropy term (TTRV public code: 0.75)"})
+    form: str = field(
+        default="per_sample",
+        metadata={
+            "help": "per_sample: leave-one-out entropy change (survives group normalisation); "
+            "paper: -H(P)/log M, the same for every sample (cancels under GRPO)",
+            "choices": ("per_sample", "paper"),
+        },
+    )
+
+
+@register_reward(
+    "ttrv",
+    help="TTRV (Singh et al. 2026): frequency + alpha x diversity control (entropy of the answer distribution).",
+    params=TTRVParams,
+    group_constant=lambda p: p.form == "paper",
+)
+def ttrv(group: Group, params: TTRVParams, ctx: RewardContext) -> RewardOutput:
+    r1 = _frequencies(group.classes)
+    if params.form == "paper":
+        counts = distribution(group.classes)
+        r2 = [-entropy(counts) / _norm(counts)] * len(group)
+    elif params.form == "per_sample":
+        r2 = loo_entropy_terms(group.classes)
+    else:
+        raise ValueError(f"ttrv form must be 'per_sample' or 'paper', got {params.form!r}")
+    rewards = [a + params.alpha * b for a, b in zip(r1, r2)]
+    return RewardOutput(rewards, {"frequency": sum(r1) / len(r1), "entropy_term": sum(r2) / len(r2)})

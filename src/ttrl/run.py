@@ -1,0 +1,25 @@
+"""`run(cfg)`: build a session, run its protocol, write summary.json."""
+from __future__ import annotations
+
+import time
+
+from .config import Config
+from .protocols import get_protocol
+from .runlog import RunDir
+from .session import build_session
+
+
+def run(cfg: Config) -> dict:
+    t0 = time.perf_counter()
+    protocol = get_protocol(cfg.protocol.protocol)
+    out = RunDir(cfg.run.out, cfg)
+    try:
+        sess = build_session(cfg, out)
+        result = protocol(sess)
+        summary = {**result, "reward": cfg.reward.reward, "answer_type": sess.answer_type, "model": cfg.model.model,
+                   "data": cfg.data.data, "protocol": cfg.protocol.protocol, "seed": cfg.run.seed,
+                   "seconds": time.perf_counter() - t0}
+        out.write_json("summary.json", summary)
+        return summary
+    finally:
+        out.close()

@@ -1,0 +1,95 @@
+"""Everything a protocol needs, built from a Config: data, policy, extractor, reward, trainer, run folder."""
+from __future__ import annotations
+
+import logging
+import random
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import Config, build_reward_params
+from .data import Dataset, Item
+from .evaluate import make_scorer
+from .extractors import Extractor, get_extractor, infer_answer_type
+from .policy.hf_causal import HFCausalPolicy
+from .rewards import Reward
+from .runlog import RunDir
+from .tasks import load_dataset
+from .trainer import StepResult, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_answer_type(cfg: Config, dataset: Dataset) -> str:
+    if cfg.data.answer_type != "auto":
+        return cfg.data.answer_type
+    answers = [it.answer for it in dataset.items if it.answer is not None]
+    has_choices = any(it.query.choices for it in dataset.items)
+    kind = infer_answer_type(answers, has_choices)
+    if not answers and not has_choices:
+        warnings.warn(f"{dataset.name}: no labels to infer the answer type from; using {kind!r} "
+                      "(pass --answer-type to choose)", stacklevel=2)
+    return kind
+
+
+@dataclass
+class Session:
+    cfg: Config
+    dataset: Dataset
+    eval_items: list[Item]
+    adapt_items: list[Item]
+    extractor: Extractor
+    answer_type: str
+    instruction: str
+    policy: HFCausalPolicy
+    reward: Reward
+    trainer: Trainer
+    out: RunDir
+    score: Callable
+
+    def label_metrics(self, result: StepResult) -> dict[str, float]:
+        """TTRL's label accuracy (pseudo-label correct) and reward accuracy (share of samples whose
+        vote reward, a_i == pseudo-label, equals the reward the true label would give)."""
+        by_id = {it.query.id: it for it in self.adapt_items}
+        label_ok, reward_ok = [], []
+        for g in result.groups:
+            item = by_id[g.query_id]
+            if item.answer is None:
+                continue
+            label_ok.append(bool(self.score(g.pseudo_label, item)))
+            for a in g.answers:
+                voted = a is not None and g.pseudo_label is not None and (
+                    a == g.pseudo_label or self.extractor.equivalent(a, g.pseudo_label))
+                reward_ok.append(voted == bool(self.score(a, item)))
+        if not label_ok:
+            return {}
+        return {"label_accuracy": float(np.mean(label_ok)), "reward_accuracy": float(np.mean(reward_ok))}
+
+
+def build_session(cfg: Config, out: RunDir) -> Session:
+    seed_everything(cfg.run.seed)
+    reward = Reward(cfg.reward.reward, build_reward_params(cfg))  # validate before the slow parts
+    for name in reward.group_constant_terms():  # centring alone removes a group constant
+        warnings.warn(f"reward {name!r} with these params is the same for every sample of a group: "
+                      "group-normalised advantages remove it, so it has no effect on training", stacklevel=2)
+    dataset = load_dataset(cfg.data.data, cfg.data.task_args, cfg.data.task_size, cfg.run.seed)
+    answer_type = resolve_answer_type(cfg, dataset)
+    extractor = get_extractor(answer_type)
+    instruction = cfg.model.instruction or extractor.instruction
+    items = dataset.items[: cfg.data.eval_size] if cfg.data.eval_size else list(dataset.items)
+    k = cfg.data.adapt_size or len(items)
+    rng = np.random.default_rng(cfg.run.seed)
+    adapt_items = [items[i] for i in sorted(rng.permutation(len(items))[:k])]
+    policy = HFCausalPolicy(cfg.model, need_reference=cfg.grpo.kl_coef > 0)
+    trainer = Trainer(policy, extractor, reward, cfg.sampling, cfg.grpo, instruction, cfg.run.seed)
+    return Session(cfg, dataset, items, adapt_items, extractor, answer_type, instruction, policy, reward, trainer,
+                   out, make_scorer(dataset, extractor))

@@ -1,0 +1,144 @@
+"""One test-time RL step, top to bottom: sample -> extract answers -> reward -> advantages -> update -> log.
+
+The trainer is typed on `Query`: it never receives a label. Label-based metrics (label accuracy,
+reward accuracy) are computed by the protocol from the returned `StepResult`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .config import GRPOConfig, SamplingConfig
+from .data import Query
+from .extractors import Extractor, equivalence_classes
+from .grpo import aggregate, group_advantages, grpo_token_loss
+from .policy.base import Completion, Policy
+from .rewards import Group, Reward, RewardContext
+from .rewards.voting import majority_class, vote_stats
+
+
+@dataclass
+class GroupResult:
+    query_id: str
+    answers: list[str | None]
+    rewards: list[float]
+    pseudo_label: str | None  # the majority answer, for label-accuracy metrics
+    trained: bool
+
+
+@dataclass
+class StepResult:
+    stats: dict[str, float]
+    groups: list[GroupResult] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, policy: Policy, extractor: Extractor, reward: Reward, sampling: SamplingConfig,
+                 grpo: GRPOConfig, instruction: str, seed: int):
+        self.policy, self.extractor, self.reward = policy, extractor, reward
+        self.sampling, self.grpo, self.instruction = sampling, grpo, instruction
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=grpo.lr, weight_decay=grpo.weight_decay)
+        self.steps = 0
+
+    def step(self, queries: Sequence[Query]) -> StepResult:
+        t0 = time.perf_counter()
+        s, g = self.sampling, self.grpo
+
+        # 1. sample N votes per query
+        prompts = [self.policy.render(q, self.instruction) for q in queries]
+        rollouts = self.policy.generate(prompts, s.n_votes, temperature=s.temperature, top_p=s.top_p,
+                                        max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+                                        seed=self.seed * 1_000_003 + self.steps)
+        t_sample = time.perf_counter()
+
+        # 2. extract answers and their equivalence classes; 3. reward the whole group
+        ctx = RewardContext(rng=self.rng, policy=self.policy)
+        results, train_items, diag_rows, vote_rows = [], [], [], []
+        for q, comps in zip(queries, rollouts):
+            answers = [self.extractor.extract(c.text, q.choices) for c in comps]
+            classes = equivalence_classes(answers, self.extractor)
+            group = Group(q, tuple(c.text for c in comps), tuple(answers), tuple(classes))
+            out = self.reward(group, ctx)
+            diag_rows.append(out.diagnostics)
+            vote_rows.append(vote_stats(classes))
+            maj = majority_class(classes)
+
+            # 4. advantages on the trained subset (TTRL votes on 64, trains on 32)
+            idx = np.arange(len(comps))
+            if s.n_train < s.n_votes:
+                idx = np.sort(self.rng.choice(len(comps), size=s.n_train, replace=False))
+            adv = group_advantages(torch.tensor([out.rewards[i] for i in idx]), g.adv_eps, g.scale_advantages)
+            if adv is not None:
+                train_items += [(comps[i], float(a)) for i, a in zip(idx, adv)]
+            results.append(GroupResult(q.id, answers, out.rewards,
+                                       None if maj is None else answers[classes.index(maj)], adv is not None))
+        t_reward = time.perf_counter()
+
+        # 5. update
+        upd = self._update(train_items) if train_items else {"loss": 0.0, "kl": 0.0, "grad_norm": 0.0, "clip_frac": 0.0}
+        self.steps += 1
+        t_end = time.perf_counter()
+
+        # 6. log (label-free statistics only)
+        all_comps = [c for comps in rollouts for c in comps]
+        stats = {
+            "step": self.steps,
+            "reward_mean": float(np.mean([r for res in results for r in res.rewards])),
+            **upd,
+            **_mean_dicts(vote_rows),
+            **{f"reward/{k}": v for k, v in _mean_dicts(diag_rows).items()},
+            "response_length": float(np.mean([len(c.ids) for c in all_comps])),
+            "finished": float(np.mean([c.finished for c in all_comps])),
+            "groups_trained": float(sum(r.trained for r in results)),
+            "groups": float(len(results)),
+            "seconds": t_end - t0,
+            "seconds_sample": t_sample - t0,
+            "seconds_reward": t_reward - t_sample,
+            "seconds_update": t_end - t_reward,
+        }
+        return StepResult(stats, results)
+
+    def _update(self, items: list[tuple[Completion, float]]) -> dict[str, float]:
+        g, temp = self.grpo, self.sampling.temperature
+        mb = g.micro_batch
+        chunks = [items[i:i + mb] for i in range(0, len(items), mb)]
+        total_tokens = float(sum(len(c.ids) for c, _ in items))
+        refs = olds = None
+        if g.kl_coef > 0:
+            refs = [self.policy.token_logprobs([c for c, _ in ch], temperature=temp, reference=True)[0] for ch in chunks]
+        if g.ppo_epochs > 1:  # off-policy passes need the sampling policy's log-probs, frozen
+            with torch.no_grad():
+                olds = [self.policy.token_logprobs([c for c, _ in ch], temperature=temp)[0].detach() for ch in chunks]
+        sums = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
+        params = self.policy.trainable_parameters()
+        for _ in range(g.ppo_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            for k, ch in enumerate(chunks):
+                logp, mask = self.policy.token_logprobs([c for c, _ in ch], temperature=temp)
+                old = olds[k] if olds is not None else logp.detach()
+                adv = torch.tensor([a for _, a in ch], dtype=logp.dtype, device=logp.device)
+                ref = refs[k] if refs is not None else None
+                tok_loss, kl, ratio = grpo_token_loss(logp, old, adv, ref, clip_eps=g.clip_eps, kl_coef=g.kl_coef)
+                loss = aggregate(tok_loss, mask, g.loss_agg, total_tokens, len(items))
+                loss.backward()
+                sums["loss"] += loss.item() / g.ppo_epochs
+                if kl is not None:
+                    sums["kl"] += float((kl.detach() * mask).sum()) / total_tokens / g.ppo_epochs
+                clipped = ((ratio - 1).abs() > g.clip_eps).float()
+                sums["clip_frac"] += float((clipped * mask).sum()) / total_tokens / g.ppo_epochs
+            norm = torch.nn.utils.clip_grad_norm_(params, g.max_grad_norm)
+            sums["grad_norm"] += float(norm) / g.ppo_epochs
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return sums
+
+
+def _mean_dicts(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for r in rows for k in r}
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in sorted(keys)}

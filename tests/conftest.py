@@ -1,0 +1,10 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def policy():
+    """The real SmolLM2-135M-Instruct with a fresh LoRA adapter (converted once, then cached)."""
+    from ttrl.config import ModelConfig
+    from ttrl.policy.hf_causal import HFCausalPolicy
+
+    return HFCausalPolicy(ModelConfig(), need_reference=True)

@@ -1,0 +1,88 @@
+"""The Hugging Face causal-LM backend on the real SmolLM2 model."""
+import pytest
+import torch
+
+from ttrl.data import Query
+
+pytestmark = pytest.mark.slow
+
+
+def prompts(policy, n=3):
+    return [policy.render(Query(str(i), f"Calculate {i} + {2 * i + 1}."), "Give the final answer as a single number.")
+            for i in range(n)]
+
+
+def test_render_uses_chat_template_and_lettered_choices(policy):
+    text = policy.render(Query("q", "Which colour?", ("red", "blue")), "Answer with the letter.")
+    assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
+    assert "Which colour?\nA. red\nB. blue\nAnswer with the letter." in text
+
+
+def test_generate_is_seeded_and_grouped(policy):
+    ps = prompts(policy)
+    a = policy.generate(ps, 4, temperature=1.0, max_new_tokens=12, batch_size=8, seed=5)
+    b = policy.generate(ps, 4, temperature=1.0, max_new_tokens=12, batch_size=8, seed=5)
+    assert [[c.ids for c in g] for g in a] == [[c.ids for c in g] for g in b]
+    assert len(a) == 3 and all(len(g) == 4 for g in a)
+    assert len({c.prompt_ids for c in a[1]}) == 1 and a[0][0].prompt_ids != a[1][0].prompt_ids
+    for g in a:
+        for c in g:
+            assert len(c.ids) <= 12
+            assert c.finished == (c.ids[-1] in policy.eos_ids)
+            assert policy.eos_ids.isdisjoint(c.ids[:-1])
+
+
+def test_batched_logprobs_match_single_and_ignore_padding(policy):
+    ps = prompts(policy)
+    comps = [g[0] for g in policy.generate(ps, 1, temperature=1.0, max_new_tokens=10, batch_size=8, seed=1)]
+    with torch.no_grad():
+        batched, mask = policy.token_logprobs(comps, temperature=1.0)
+        for b, c in enumerate(comps):
+            single, m1 = policy.token_logprobs([c], temperature=1.0)
+            n = len(c.ids)
+            assert mask[b].sum().item() == n and m1.sum().item() == n
+            assert torch.allclose(batched[b, :n], single[0, :n], atol=2e-2), (batched[b, :n], single[0, :n])
+            assert (batched[b, n:] == 0).all()
+        assert (batched <= 0).all()
+
+
+def test_reference_is_the_adapter_switched_off(policy):
+    comps = [g[0] for g in policy.generate(prompts(policy, 2), 1, temperature=1.0, max_new_tokens=8, batch_size=8, seed=2)]
+    lora_b = [p for n, p in policy.model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.requires_grad for p in lora_b)
+    with torch.no_grad():
+        saved = [p.clone() for p in lora_b]
+        try:
+            cur, _ = policy.token_logprobs(comps, temperature=1.0)
+            ref, _ = policy.token_logprobs(comps, temperature=1.0, reference=True)
+            assert torch.allclose(cur, ref, atol=1e-5)  # fresh LoRA (B = 0) is the base model
+            for p in lora_b:
+                p.add_(0.01 * torch.randn_like(p))
+            moved, _ = policy.token_logprobs(comps, temperature=1.0)
+            ref2, _ = policy.token_logprobs(comps, temperature=1.0, reference=True)
+            assert torch.allclose(ref, ref2, atol=1e-5) and not torch.allclose(moved, ref, atol=1e-3)
+        finally:
+            for p, s in zip(lora_b, saved):
+                p.copy_(s)
+    # the reference is not a second model copy
+    assert policy._ref_model is None
+
+
+def test_full_finetune_step_moves_weights_and_keeps_a_frozen_reference():
+    from ttrl.config import GRPOConfig, ModelConfig, SamplingConfig
+    from ttrl.extractors import get_extractor
+    from ttrl.policy.hf_causal import HFCausalPolicy
+    from ttrl.rewards import Reward
+    from ttrl.trainer import Trainer
+
+    policy = HFCausalPolicy(ModelConfig(finetune="full"), need_reference=True)
+    assert policy._ref_model is not None and not any(p.requires_grad for p in policy._ref_model.parameters())
+    assert len(policy.trainable_parameters()) == len(list(policy.model.parameters()))
+    before = policy.model.model.norm.weight.detach().clone()
+    trainer = Trainer(policy, get_extractor("text"), Reward("random"),
+                      SamplingConfig(n_votes=4, n_train=4, temperature=1.0, max_new_tokens=8, batch_size=8),
+                      GRPOConfig(lr=1e-4, kl_coef=0.01, micro_batch=4), instruction="", seed=0)
+    stats = trainer.step([Query("a", "Say something."), Query("b", "Name a colour.")]).stats
+    assert stats["groups_trained"] >= 1
+    assert not torch.equal(before, policy.model.model.norm.weight)
+    assert torch.equal(before, policy._ref_model.model.norm.weight)
