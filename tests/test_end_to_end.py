@@ -83,3 +83,26 @@ def test_labels_never_reach_rewards_or_updates(runs):
     truth = {p["id"]: p["label"] for p in pa}
     right = [p for p in pb if p["base_answer"] == truth[p["id"]]]
     assert right and not any(p["base_correct"] for p in right)
+
+
+def test_open_ended_run_with_composed_rewards(tmp_path):
+    """Free-text answers: an embedding reward plus a certainty reward (token statistics from the
+    sampler) through the CLI; BLEU and ROUGE-L reported against the references."""
+    data = tmp_path / "open.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in [
+        ("What colour is the sky on a clear day?", "The sky is blue."),
+        ("What do cats drink?", "Cats drink water or milk."),
+        ("Where do fish live?", "Fish live in water."),
+    ]))
+    out = tmp_path / "run"
+    args = ["run", "--data", str(data), "--answer-type", "text", "--reward", "cluster_vote+0.5*self_certainty",
+            "--out", str(out), "--adapt-size", "2", "--epochs", "1", "--n-votes", "4", "--n-train", "4",
+            "--prompts-per-step", "2", "--base-maj-votes", "0", "--max-new-tokens", "16", "--eval-max-new-tokens", "16"]
+    assert main(args) == 0
+    (row,) = jsonl(out / "metrics.jsonl")
+    assert {"reward/cluster_vote/k", "reward/self_certainty/self_certainty",
+            "reward/cluster_vote/mean_pairwise_similarity"} <= row.keys()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["answer_type"] == "text" and summary["base_maj_accuracy"] is None
+    for k in ("base_bleu", "adapted_bleu", "base_rouge_l", "adapted_rouge_l"):
+        assert 0 <= summary[k] <= (100 if "bleu" in k else 1)

@@ -14,13 +14,13 @@ from ttrl.rewards import Group
 from ttrl.trainer import Trainer
 
 PKG = Path(ttrl.__file__).parent
-ADAPTATION_CODE = ["trainer.py", "grpo.py", "prompting.py", *[f"{d}/{f.name}" for d in ("rewards", "policy", "extractors")
+ADAPTATION_CODE = ["trainer.py", "grpo.py", "prompting.py", "rollout.py", *[f"{d}/{f.name}" for d in ("rewards", "policy", "extractors")
                                                               for f in sorted((PKG / d).glob("*.py"))]]
 
 
 def test_query_and_group_have_no_label_field():
     assert {f.name for f in dataclasses.fields(Query)} == {"id", "prompt", "choices", "images"}
-    assert {f.name for f in dataclasses.fields(Group)} == {"query", "responses", "answers", "classes"}
+    assert {f.name for f in dataclasses.fields(Group)} == {"query", "responses", "answers", "classes", "token_stats"}
 
 
 def test_trainer_takes_queries_only():

@@ -84,9 +84,9 @@ def cmd_rewards() -> int:
     from .rewards import all_rewards
 
     for name, spec in sorted(all_rewards().items()):
-        print(f"{name:12s} {spec.help}")
+        print(f"{name:20s} {spec.help}")
         for f in dataclasses.fields(spec.params):
-            print(f"{'':12s}   --{name}-{f.name.replace('_', '-')} (default {_fmt_default(f)}): {f.metadata.get('help', '')}")
+            print(f"{'':22s}{_flag(f'{name}_{f.name}')} (default {_fmt_default(f)}): {f.metadata.get('help', '')}")
     return 0
 
 

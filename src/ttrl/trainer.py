@@ -16,7 +16,8 @@ from .config import GRPOConfig, SamplingConfig
 from .data import Query
 from .extractors import Extractor, equivalence_classes
 from .grpo import aggregate, group_advantages, grpo_token_loss
-from .policy.base import Completion, Policy
+from .policy.base import Policy
+from .rollout import Completion
 from .rewards import Group, Reward, RewardContext
 from .rewards.voting import majority_class, vote_stats
 
@@ -43,6 +44,7 @@ class Trainer:
         self.sampling, self.grpo, self.instruction = sampling, grpo, instruction
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self.ctx = RewardContext(rng=self.rng, policy=policy)  # lives for the run (reward state)
         self.optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=grpo.lr, weight_decay=grpo.weight_decay)
         self.steps = 0
 
@@ -54,17 +56,18 @@ class Trainer:
         prompts = [self.policy.render(q, self.instruction) for q in queries]
         rollouts = self.policy.generate(prompts, s.n_votes, temperature=s.temperature, top_p=s.top_p,
                                         max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
-                                        seed=self.seed * 1_000_003 + self.steps)
+                                        seed=self.seed * 1_000_003 + self.steps,
+                                        token_stats="token_stats" in self.reward.needs)
         t_sample = time.perf_counter()
 
         # 2. extract answers and their equivalence classes; 3. reward the whole group
-        ctx = RewardContext(rng=self.rng, policy=self.policy)
         results, train_items, diag_rows, vote_rows = [], [], [], []
         for q, comps in zip(queries, rollouts):
             answers = [self.extractor.extract(c.text, q.choices) for c in comps]
             classes = equivalence_classes(answers, self.extractor)
-            group = Group(q, tuple(c.text for c in comps), tuple(answers), tuple(classes))
-            out = self.reward(group, ctx)
+            stats = tuple(c.stats for c in comps) if comps[0].stats is not None else None
+            group = Group(q, tuple(c.text for c in comps), tuple(answers), tuple(classes), stats)
+            out = self.reward(group, self.ctx)
             diag_rows.append(out.diagnostics)
             vote_rows.append(vote_stats(classes))
             maj = majority_class(classes)

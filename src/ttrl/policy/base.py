@@ -8,20 +8,12 @@ decode loop) are one new file each.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import torch
 
 from ..data import Query
-
-
-@dataclass(frozen=True)
-class Completion:
-    prompt_ids: tuple[int, ...]
-    ids: tuple[int, ...]  # generated tokens, ending with EOS when the model stopped by itself
-    text: str
-    finished: bool  # stopped by EOS rather than by the token budget
+from ..rollout import Completion
 
 
 class Policy(Protocol):
@@ -31,9 +23,9 @@ class Policy(Protocol):
 
     def generate(
         self, prompts: Sequence[str], n: int, *, temperature: float | None, top_p: float,
-        max_new_tokens: int, batch_size: int, seed: int,
+        max_new_tokens: int, batch_size: int, seed: int, token_stats: bool = False,
     ) -> list[list[Completion]]:
-        """n completions per prompt; temperature None = greedy."""
+        """n completions per prompt; temperature None = greedy; token_stats fills Completion.stats."""
         ...
 
     def token_logprobs(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import logging
 from typing import Sequence
 
@@ -11,7 +12,8 @@ import torch
 from ..config import ModelConfig
 from ..data import Query
 from ..prompting import user_message
-from .base import Completion, autocast_ctx, pick_device, resolve_dtypes
+from ..rollout import Completion, TokenStats
+from .base import autocast_ctx, pick_device, resolve_dtypes
 from .zoo import resolve_model
 
 log = logging.getLogger(__name__)
@@ -81,11 +83,12 @@ class HFCausalPolicy:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], n: int, *, temperature: float | None, top_p: float = 1.0,
-                 max_new_tokens: int, batch_size: int, seed: int) -> list[list[Completion]]:
+                 max_new_tokens: int, batch_size: int, seed: int, token_stats: bool = False) -> list[list[Completion]]:
         with self._merged():
-            return self._generate(prompts, n, temperature, top_p, max_new_tokens, batch_size, seed)
+            return self._generate(prompts, n, temperature, top_p, max_new_tokens, batch_size, seed, token_stats)
 
-    def _generate(self, prompts, n, temperature, top_p, max_new_tokens, batch_size, seed) -> list[list[Completion]]:
+    def _generate(self, prompts, n, temperature, top_p, max_new_tokens, batch_size, seed,
+                  token_stats) -> list[list[Completion]]:
         greedy = temperature is None
         per_chunk = max(1, batch_size // n)
         out: list[list[Completion]] = []
@@ -95,17 +98,21 @@ class HFCausalPolicy:
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
             with autocast_ctx(self.device, self.autocast):
-                seqs = self.model.generate(**enc, **kwargs, max_new_tokens=max_new_tokens, num_return_sequences=n,
-                                           pad_token_id=self.tokenizer.pad_token_id)
+                gen = self.model.generate(**enc, **kwargs, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                                          pad_token_id=self.tokenizer.pad_token_id, output_logits=token_stats,
+                                          return_dict_in_generate=True)
+            seqs = gen.sequences
             width = enc["input_ids"].shape[1]
+            stats = _token_stats(gen.logits, seqs[:, width:]) if token_stats else None
             for i in range(len(chunk)):
                 mask = enc["attention_mask"][i].bool()
                 prompt_ids = tuple(enc["input_ids"][i][mask].tolist())
                 group = []
-                for row in seqs[i * n:(i + 1) * n, width:].tolist():
-                    ids, finished = self._cut(row)
+                for r in range(i * n, (i + 1) * n):
+                    ids, finished = self._cut(seqs[r, width:].tolist())
                     text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                    group.append(Completion(prompt_ids, tuple(ids), text, finished))
+                    st = None if stats is None else TokenStats(*(a[r, :len(ids)] for a in stats))
+                    group.append(Completion(prompt_ids, tuple(ids), text, finished, st))
                 out.append(group)
         return out
 
@@ -150,3 +157,15 @@ class HFCausalPolicy:
 
     def save(self, path) -> None:
         self.model.save_pretrained(path)
+
+
+def _token_stats(step_logits, tokens: torch.Tensor):
+    """(logprob of sampled token, entropy, self-certainty) arrays [B, T] from the raw per-step logits
+    that generate returns, one step at a time so no [B, T, V] tensor is built."""
+    cols = [[], [], []]
+    for t, logits in enumerate(step_logits):
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        cols[0].append(logp.gather(-1, tokens[:, t:t + 1]).squeeze(-1))
+        cols[1].append(-(logp.exp() * logp).sum(-1))
+        cols[2].append(-logp.mean(-1) - math.log(logp.shape[-1]))
+    return [torch.stack(c, dim=1).cpu().numpy() for c in cols]

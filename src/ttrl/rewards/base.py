@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data import Query
+from ..rollout import TokenStats
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class Group:
     responses: tuple[str, ...]
     answers: tuple[str | None, ...]  # canonical answers, None = unparsable
     classes: tuple[int | None, ...]  # equivalence class per answer, numbered in first-seen order
+    # per-sample token statistics recorded while sampling; present when a reward declares
+    # needs={"token_stats"}
+    token_stats: tuple[TokenStats, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.responses)
@@ -31,10 +35,13 @@ class Group:
 
 @dataclass
 class RewardContext:
-    """What a reward may use besides the group: seeded randomness (and, later, the policy itself)."""
+    """What a reward may use besides the group. One context lives for a whole run."""
 
-    rng: np.random.Generator
-    policy: Any = None
+    rng: np.random.Generator  # seeded: same seed, same rewards
+    policy: Any = None  # the policy itself, for rewards that ask it (self_judge); needs={"policy"}
+    # run-long memory a reward family may keep (a loaded embedder, a buffer of recent anchors),
+    # keyed by the family's name
+    state: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -57,14 +64,16 @@ class RewardSpec:
     # True when, for these params, the reward is the same for every sample of a group: group
     # normalisation then removes it entirely (TTRV's entropy term as published).
     group_constant: Callable[[Any], bool] = lambda p: False
+    # what the reward needs beyond answers: "token_stats" (Group.token_stats), "policy" (ctx.policy)
+    needs: frozenset[str] = frozenset()
 
 
 REWARDS: dict[str, RewardSpec] = {}
 
 
-def register_reward(name: str, help: str, params: type = NoParams, group_constant=None):
+def register_reward(name: str, help: str, params: type = NoParams, group_constant=None, needs=()):
     def deco(fn):
-        REWARDS[name] = RewardSpec(name, fn, params, help, group_constant or (lambda p: False))
+        REWARDS[name] = RewardSpec(name, fn, params, help, group_constant or (lambda p: False), frozenset(needs))
         return fn
 
     return deco
@@ -108,6 +117,10 @@ class Reward:
         params = params or {}
         self.params = {n: params.get(n) or rewards[n].params() for _, n in self.terms}
         self._specs = {n: rewards[n] for _, n in self.terms}
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return frozenset().union(*(s.needs for s in self._specs.values()))
 
     def group_constant_terms(self) -> list[str]:
         return [n for _, n in self.terms if self._specs[n].group_constant(self.params[n])]

@@ -1,0 +1,25 @@
+"""Typed rollout structures shared by policy backends, the trainer and rewards."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per generated token, from the policy's own next-token distribution at temperature 1, recorded
+    while sampling (no second forward pass). Used by certainty rewards (URLVR; Kang et al. 2025)."""
+
+    logprobs: np.ndarray  # log p(sampled token)
+    entropy: np.ndarray  # H(p) = -sum_j p_j log p_j
+    self_certainty: np.ndarray  # KL(U || p) = -log V - mean_j log p_j
+
+
+@dataclass(frozen=True)
+class Completion:
+    prompt_ids: tuple[int, ...]
+    ids: tuple[int, ...]  # generated tokens, ending with EOS when the model stopped by itself
+    text: str
+    finished: bool  # stopped by EOS rather than by the token budget
+    stats: TokenStats | None = None  # filled when a reward asks for token statistics
