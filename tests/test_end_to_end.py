@@ -15,8 +15,8 @@ QUESTIONS = [(3, 4), (12, 5), (6, 2), (20, 13), (7, 7)]
 METRIC_FIELDS = {"step", "epoch", "reward_mean", "loss", "kl", "answer_entropy", "majority_ratio", "label_accuracy",
                  "reward_accuracy", "response_length", "seconds", "grad_norm", "groups_trained"}
 PRED_FIELDS = {"id", "base_answer", "adapted_answer", "base_correct", "adapted_correct", "base_maj_answer", "label"}
-SUMMARY_FIELDS = {"base_accuracy", "adapted_accuracy", "base_maj_accuracy", "n_adapt", "n_eval", "reward", "steps",
-                  "seconds"}
+SUMMARY_FIELDS = {"base_accuracy", "adapted_accuracy", "base_maj_accuracy", "base_sample_accuracy", "base_pass_at_n",
+                  "n_adapt", "n_eval", "reward", "steps", "seconds"}
 
 
 def jsonl(path):
@@ -65,6 +65,7 @@ def test_outputs_have_every_file_and_field(runs):
     assert summary["answer_type"] == "number"  # inferred from numeric labels, no flag given
     assert summary["base_accuracy"] == sum(p["base_correct"] for p in preds) / 5
     assert summary["adapted_accuracy"] == sum(p["adapted_correct"] for p in preds) / 5
+    assert summary["base_pass_at_n"] >= max(summary["base_sample_accuracy"], summary["base_maj_accuracy"])
 
 
 def test_labels_never_reach_rewards_or_updates(runs):

@@ -273,3 +273,11 @@ def test_text_equivalence():
 ])
 def test_infer_answer_type(answers, has_choices, expected):
     assert infer_answer_type(answers, has_choices) == expected
+
+
+def test_get_extractor_passes_only_the_options_each_type_takes():
+    label = get_extractor("label", synonyms={"grey": "gray"}, rel_tol=0.1)
+    assert label.extract("Grey.") == "gray"
+    number = get_extractor("number", synonyms={"grey": "gray"}, rel_tol=0.1)
+    assert number.equivalent("100", "105")
+    assert not get_extractor("number").equivalent("100", "105")

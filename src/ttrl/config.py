@@ -50,6 +50,8 @@ class DataConfig:
     task_args: dict = opt(DEFAULT_TASK_ARGS, "arguments for a built-in task's generator (YAML mapping / JSON on the CLI)")
     task_size: int = opt(100, "items generated for a built-in task")
     answer_type: str = opt("auto", "extractor: auto, number, choice, label, math, text")
+    rel_tol: float = opt(1e-6, "number extractor: relative tolerance under which two numbers are one answer")
+    synonyms: dict = opt({}, "label extractor: {variant: canonical label}, e.g. {grey: gray}")
     adapt_size: int = opt(32, "K: unlabeled items adapted on (transductive protocol, TTRV: 20); 0 = all")
     eval_size: int = opt(0, "items evaluated; 0 = all")
 

@@ -83,7 +83,7 @@ def build_session(cfg: Config, out: RunDir) -> Session:
                       "group-normalised advantages remove it, so it has no effect on training", stacklevel=2)
     dataset = load_dataset(cfg.data.data, cfg.data.task_args, cfg.data.task_size, cfg.run.seed)
     answer_type = resolve_answer_type(cfg, dataset)
-    extractor = get_extractor(answer_type)
+    extractor = get_extractor(answer_type, rel_tol=cfg.data.rel_tol, synonyms=cfg.data.synonyms)
     instruction = cfg.model.instruction or extractor.instruction
     items = dataset.items[: cfg.data.eval_size] if cfg.data.eval_size else list(dataset.items)
     k = cfg.data.adapt_size or len(items)

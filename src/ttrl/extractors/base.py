@@ -43,12 +43,18 @@ def register_extractor(name: str, help: str):
     return deco
 
 
-def get_extractor(name: str) -> Extractor:
+def get_extractor(name: str, **options) -> Extractor:
+    """Build an extractor; `options` are passed on where its constructor takes them (e.g. rel_tol for
+    number, synonyms for label), so one config can carry options for every answer type."""
+    import inspect
+
     from . import _load_all  # noqa: F401  (registers the built-in extractors)
 
     if name not in EXTRACTORS:
         raise ValueError(f"unknown answer type {name!r}; choose from: {', '.join(sorted(EXTRACTORS))}")
-    return EXTRACTORS[name].factory()
+    factory = EXTRACTORS[name].factory
+    accepted = inspect.signature(factory).parameters
+    return factory(**{k: v for k, v in options.items() if k in accepted})
 
 
 def equivalence_classes(answers: Sequence[str | None], extractor: Extractor) -> list[int | None]:

@@ -27,7 +27,7 @@ def run_transductive(sess: Session) -> dict:
     for q, texts, a in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=cfg.run.seed,
                               desc="base eval", **greedy):
         base[q.id], base_text[q.id] = a[0], texts[0]
-    base_maj, base_pass = {}, []
+    base_maj, base_pass, base_pass_n = {}, [], []
     n_votes = cfg.protocol.base_maj_votes
     if n_votes > 0:
         for q, _, answers in answer(sess.policy, sess.extractor, queries, sess.instruction, n=n_votes,
@@ -37,6 +37,7 @@ def run_transductive(sess: Session) -> dict:
             if by_id[q.id].answer is not None:
                 c = sum(bool(sess.score(a, by_id[q.id])) for a in answers)
                 base_pass.append(pass_at_k(n_votes, c, 1))
+                base_pass_n.append(pass_at_k(n_votes, c, n_votes))
 
     # adaptation: the trainer gets queries only
     rng = np.random.default_rng(cfg.run.seed)
@@ -80,6 +81,7 @@ def run_transductive(sess: Session) -> dict:
         "adapted_accuracy": acc("adapted"),
         "base_maj_accuracy": acc("base_maj"),
         "base_sample_accuracy": float(np.mean(base_pass)) if base_pass else None,  # pass@1 of T>0 samples
+        "base_pass_at_n": float(np.mean(base_pass_n)) if base_pass_n else None,  # any of the N samples right
         "n_adapt": len(adapt),
         "n_eval": len(items),
         "steps": sess.trainer.steps,
