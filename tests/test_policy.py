@@ -86,3 +86,26 @@ def test_full_finetune_step_moves_weights_and_keeps_a_frozen_reference():
     assert stats["groups_trained"] >= 1
     assert not torch.equal(before, policy.model.model.norm.weight)
     assert torch.equal(before, policy._ref_model.model.norm.weight)
+
+
+def test_sampling_merge_is_exact_and_matches_unmerged(policy):
+    """Merged sampling gives the adapter's distribution and leaves the base weights bit-identical."""
+    lora_b = [p for n, p in policy.model.named_parameters() if "lora_B" in n]
+    base_w = [p for n, p in policy.model.named_parameters() if "base_layer.weight" in n]
+    before = [w.detach().clone() for w in base_w]
+    ps = prompts(policy, 2)
+    with torch.no_grad():
+        saved = [p.clone() for p in lora_b]
+        try:
+            for p in lora_b:
+                p.add_(0.02 * torch.randn_like(p))
+            greedy_merged = policy.generate(ps, 1, temperature=None, max_new_tokens=12, batch_size=8, seed=0)
+            policy.cfg.merge_for_sampling = False
+            greedy_plain = policy.generate(ps, 1, temperature=None, max_new_tokens=12, batch_size=8, seed=0)
+        finally:
+            policy.cfg.merge_for_sampling = True
+            for p, s in zip(lora_b, saved):
+                p.copy_(s)
+    assert [g[0].ids for g in greedy_merged] == [g[0].ids for g in greedy_plain]
+    assert all(torch.equal(a, b) for a, b in zip(before, base_w))
+    assert not any(m.merged for m in policy.model.modules() if hasattr(m, "merged_adapters"))

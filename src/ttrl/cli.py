@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=argparse.SUPPRESS, help="YAML file with options (sections or flat keys)")
     run.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
                      help="replace an existing run folder (default: refuse)")
+    run.add_argument("--resume", metavar="DIR", default=argparse.SUPPRESS,
+                     help="continue a killed run from its folder (its config.yaml and last checkpoint)")
     for sec, cls in sections().items():
         grp = run.add_argument_group(sec)
         for f in dataclasses.fields(cls):
@@ -93,6 +95,8 @@ def cmd_rewards() -> int:
 def cmd_run(ns: argparse.Namespace) -> int:
     from .run import run
 
+    if "resume" in vars(ns):
+        return _resume(ns)
     cfg = config_from_args(ns)
     if not cfg.run.out:
         cfg.run.out = time.strftime("runs/%Y%m%d-%H%M%S")
@@ -101,7 +105,33 @@ def cmd_run(ns: argparse.Namespace) -> int:
         if not getattr(ns, "overwrite", False):
             raise ConfigError(f"{out}: the run folder already holds files; pass --overwrite or choose another --out")
         shutil.rmtree(out)
-    summary = run(cfg)
+    return _report(cfg, run(cfg))
+
+
+def _resume(ns: argparse.Namespace) -> int:
+    from .run import run
+
+    out = Path(ns.resume)
+    others = [k for k in vars(ns) if "." in k]
+    if others:
+        raise ConfigError(f"--resume takes its settings from {out / 'config.yaml'}; drop the other options")
+    cfg = apply_overrides(Config(), load_yaml(out / "config.yaml"), str(out / "config.yaml"))
+    cfg.run.out = str(out)
+    if (out / "summary.json").exists():
+        print(f"{out}: the run had finished; nothing to resume")
+        return _report(cfg, json.loads((out / "summary.json").read_text()))
+    return _report(cfg, run(cfg, resume=True))
+
+
+def _report(cfg: Config, summary: dict) -> int:
+    out = cfg.run.out
+    if "online_accuracy" in summary:
+        print(f"\n{cfg.protocol.protocol} accuracy {_pct(summary['online_accuracy'])}   ({summary['n_items']} items "
+              f"answered as they arrived, {summary['steps']} steps, reward {summary['reward']})")
+        if summary.get("n_resets"):
+            print(f"resets            {summary['n_resets']}, {1000 * summary['reset_seconds_mean']:.1f} ms each")
+        print(f"outputs in {out}/  ({summary['seconds']:.0f} s)")
+        return 0
     print(f"\nbase accuracy     {_pct(summary['base_accuracy'])}   (greedy, {summary['n_eval']} items)")
     if summary.get("base_maj_accuracy") is not None:
         print(f"base maj@{cfg.protocol.base_maj_votes:<8d} {_pct(summary['base_maj_accuracy'])}   (ceiling for sharpening)")

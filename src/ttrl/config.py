@@ -40,6 +40,8 @@ class ModelConfig:
     lora_alpha: int = opt(32, "LoRA scaling alpha")
     lora_dropout: float = opt(0.0, "LoRA dropout (0 keeps sampling and training log-probs identical)")
     lora_targets: str = opt("all-linear", "modules to adapt: all-linear or a comma-separated list of module names")
+    merge_for_sampling: bool = opt(True, "sample from merged LoRA copies (2x faster HF generate; a transient copy of "
+                                   "the adapted layers; exact, base weights untouched)")
     system_prompt: str = opt("", "system message; empty = the chat template's default")
     instruction: str = opt("", "answer-format instruction appended to each prompt; empty = the extractor's own")
 
@@ -90,15 +92,41 @@ class RewardConfig:
 
 @dataclass
 class ProtocolConfig:
-    protocol: str = opt("transductive", "transductive (TTRV): adapt on K items, then evaluate all", ["transductive"])
+    protocol: str = opt("transductive", "transductive (TTRV): adapt on K items, then evaluate all; online: answer "
+                        "each item of a stream, then adapt on it; episodic: online with the weights reset to the base",
+                        ["transductive", "online", "episodic"])
     epochs: int = opt(3, "passes over the adaptation items (TTRV: 2, TTRL: 80)")
     base_maj_votes: int = opt(8, "samples per item for the base model's majority-vote accuracy (0 = skip)")
+    online_order: str = opt("answer_first", "online/episodic: answer with the current weights, then adapt "
+                            "(answer_first, as deployed), or adapt first", ["answer_first", "adapt_first"])
+    steps_per_item: int = opt(1, "online/episodic: update steps on each arriving item")
+    reset_every: int = opt(1, "episodic: reset the weights to the base after every B items")
+
+
+@dataclass
+class SafeguardConfig:
+    gate_min_majority: float = opt(0.0, "skip updating on a group whose top answer has a smaller share (TTRV's "
+                                   "weak-base failure); 0 = off")
+    gate_max_entropy: float = opt(0.0, "skip updating on a group whose answer entropy (nats) is higher; 0 = off")
+    gate_require_parsed: bool = opt(True, "skip updating on a group in which no answer parsed")
+    monitor: str = opt("off", "collapse monitor action: off, warn, stop, rollback (to the last good adapter)",
+                       ["off", "warn", "stop", "rollback"])
+    monitor_warmup: int = opt(3, "steps averaged as the baseline of the collapse indicators")
+    entropy_floor: float = opt(0.05, "collapse when answer entropy falls below this while KL keeps rising (URLVR)")
+    length_drop: float = opt(0.5, "collapse when mean response length falls by more than this fraction of the "
+                             "baseline (SPINE: shrinking responses)")
+    early_stop_patience: int = opt(0, "stop when the mean reward has not improved for this many steps; 0 = off")
+    early_stop_delta: float = opt(0.01, "improvement in mean reward that resets the patience counter")
+    max_steps: int = opt(0, "budget: update steps; 0 = unlimited")
+    max_tokens: int = opt(0, "budget: generated rollout tokens; 0 = unlimited")
+    max_seconds: float = opt(0.0, "budget: seconds of adaptation; 0 = unlimited")
 
 
 @dataclass
 class RunConfig:
     seed: int = opt(0, "seed for data, sampling and rewards: same seed, same numbers")
     out: str = opt("", "output folder; empty = runs/<date-time>")
+    checkpoint_every: int = opt(1, "save adapter + optimizer state every this many steps (atomic) for --resume")
 
 
 @dataclass
@@ -109,6 +137,7 @@ class Config:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    safeguards: SafeguardConfig = field(default_factory=SafeguardConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:

@@ -86,6 +86,32 @@ def parse_record(obj: Any, source: str, line: int) -> Item:
     return Item(Query(item_id, prompt, choices, images), None if answer is None else str(answer))
 
 
+def iter_jsonl(path: str | Path, stream=None):
+    """Yield Item or DataError per non-blank line, reading as lines arrive (a file, or `stream` such as
+    stdin for path "-"), so an online run answers items while later ones are still being written and
+    one bad line costs only that line."""
+    import sys
+
+    source = "<stdin>" if str(path) == "-" else str(path)
+    f = stream or (sys.stdin if source == "<stdin>" else open(path, encoding="utf-8"))
+    try:
+        for n, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as e:
+                yield DataError(source, n, None, f"not valid JSON ({e.msg} at column {e.colno})")
+                continue
+            try:
+                yield parse_record(obj, source, n)
+            except DataError as e:
+                yield e
+    finally:
+        if f is not sys.stdin and stream is None:
+            f.close()
+
+
 def read_jsonl(path: str | Path) -> list[Item]:
     path = Path(path)
     if not path.exists():

@@ -29,17 +29,23 @@ def make_scorer(dataset: Dataset, extractor: Extractor) -> Callable[[str | None,
 
 def answer(policy: Policy, extractor: Extractor, queries: Sequence[Query], instruction: str, *, n: int = 1,
            temperature: float | None = None, top_p: float = 1.0, max_new_tokens: int, batch_size: int,
-           seed: int, desc: str):
+           seed: int, desc: str, skip: set[str] = frozenset()):
     """Yield (query, texts, answers) per query, a generate call at a time, so callers can write
-    results as they go."""
+    results as they go. Queries whose id is in `skip` (done before a resume) are not yielded; chunks
+    and seeds stay those of the full list, so a resumed run samples exactly what an unbroken one does."""
     chunk = max(1, batch_size // n)
-    bar = tqdm(total=len(queries), desc=desc, unit="item")
+    bar = tqdm(total=len(queries), desc=desc, unit="item", disable=not desc)
     for start in range(0, len(queries), chunk):
         qs = queries[start:start + chunk]
+        if all(q.id in skip for q in qs):
+            bar.update(len(qs))
+            continue
         prompts = [policy.render(q, instruction) for q in qs]
         groups = policy.generate(prompts, n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                  batch_size=batch_size, seed=seed + start)
         for q, comps in zip(qs, groups):
+            if q.id in skip:
+                continue
             texts = [c.text for c in comps]
             yield q, texts, [extractor.extract(t, q.choices) for t in texts]
         bar.update(len(qs))

@@ -9,12 +9,13 @@ from .runlog import RunDir
 from .session import build_session
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, resume: bool = False) -> dict:
+    """Run (or, with resume=True, continue) the configured protocol; returns and writes summary.json."""
     t0 = time.perf_counter()
     protocol = get_protocol(cfg.protocol.protocol)
-    out = RunDir(cfg.run.out, cfg)
+    out = RunDir(cfg.run.out, cfg, resume=resume)
     try:
-        sess = build_session(cfg, out)
+        sess = build_session(cfg, out, resume)
         result = protocol(sess)
         summary = {**result, "reward": cfg.reward.reward, "answer_type": sess.answer_type, "model": cfg.model.model,
                    "data": cfg.data.data, "protocol": cfg.protocol.protocol, "seed": cfg.run.seed,

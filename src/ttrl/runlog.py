@@ -21,11 +21,47 @@ def _clean(v: Any) -> Any:
 
 
 class RunDir:
-    def __init__(self, path: str | Path, cfg: Config):
+    def __init__(self, path: str | Path, cfg: Config, resume: bool = False):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, self.path / "config.yaml")
+        if not resume:
+            save_yaml(cfg, self.path / "config.yaml")
         self._files: dict[str, Any] = {}
+
+    def read(self, name: str) -> list[dict[str, Any]]:
+        """Rows written so far; a torn last line (the process was killed mid-write) is dropped."""
+        p = self.path / name
+        if not p.exists():
+            return []
+        rows = []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return rows
+
+    def rewrite(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Replace a JSONL file atomically (on resume: drop rows past the last checkpoint)."""
+        f = self._files.pop(name, None)
+        if f is not None:
+            f.close()
+        tmp = self.path / (name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, self.path / name)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        import torch
+
+        tmp = self.path / "checkpoint.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.path / "checkpoint.pt")  # atomic: a kill leaves the old or the new one
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        import torch
+
+        p = self.path / "checkpoint.pt"
+        return torch.load(p, weights_only=False) if p.exists() else None
 
     def append(self, name: str, row: dict[str, Any]) -> None:
         f = self._files.get(name)

@@ -4,14 +4,16 @@ from __future__ import annotations
 import logging
 import random
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from .config import Config, build_reward_params
-from .data import Dataset, Item
+from .data import Dataset, DataError, Item, iter_jsonl
 from .evaluate import make_scorer
 from .extractors import Extractor, get_extractor, infer_answer_type
 from .policy.hf_causal import HFCausalPolicy
@@ -55,15 +57,21 @@ class Session:
     trainer: Trainer
     out: RunDir
     score: Callable
+    resume: bool = False
+    initial_weights: dict | None = None  # the base adapter, for episodic resets
+    stream: Callable | None = None  # online/episodic over a JSONL file or stdin: yields Item | DataError
+    known: dict = field(default_factory=dict)  # id -> Item seen so far, for label metrics
+
+    def __post_init__(self):
+        self.known.update({it.query.id: it for it in self.adapt_items})
 
     def label_metrics(self, result: StepResult) -> dict[str, float]:
         """TTRL's label accuracy (pseudo-label correct) and reward accuracy (share of samples whose
         vote reward, a_i == pseudo-label, equals the reward the true label would give)."""
-        by_id = {it.query.id: it for it in self.adapt_items}
         label_ok, reward_ok = [], []
         for g in result.groups:
-            item = by_id[g.query_id]
-            if item.answer is None:
+            item = self.known.get(g.query_id)
+            if item is None or item.answer is None:
                 continue
             label_ok.append(bool(self.score(g.pseudo_label, item)))
             for a in g.answers:
@@ -75,13 +83,25 @@ class Session:
         return {"label_accuracy": float(np.mean(label_ok)), "reward_accuracy": float(np.mean(reward_ok))}
 
 
-def build_session(cfg: Config, out: RunDir) -> Session:
+def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
     seed_everything(cfg.run.seed)
     reward = Reward(cfg.reward.reward, build_reward_params(cfg))  # validate before the slow parts
     for name in reward.group_constant_terms():  # centring alone removes a group constant
         warnings.warn(f"reward {name!r} with these params is the same for every sample of a group: "
                       "group-normalised advantages remove it, so it has no effect on training", stacklevel=2)
-    dataset = load_dataset(cfg.data.data, cfg.data.task_args, cfg.data.task_size, cfg.run.seed)
+    stream = None
+    spec = cfg.data.data
+    if cfg.protocol.protocol in ("online", "episodic") and (spec == "-" or Path(spec).suffix == ".jsonl"):
+        # a stream: read line by line while the run goes; peek at the head to infer the answer type
+        if spec != "-" and not Path(spec).exists():
+            raise DataError(spec, None, None, "no such file")
+        head = [] if spec == "-" else [e for e in islice(iter_jsonl(spec), 200) if isinstance(e, Item)]
+        dataset = Dataset(Path(spec).stem, head)
+
+        def stream():
+            return iter_jsonl(spec)
+    else:
+        dataset = load_dataset(spec, cfg.data.task_args, cfg.data.task_size, cfg.run.seed)
     answer_type = resolve_answer_type(cfg, dataset)
     extractor = get_extractor(answer_type, rel_tol=cfg.data.rel_tol, synonyms=cfg.data.synonyms)
     instruction = cfg.model.instruction or extractor.instruction
@@ -90,6 +110,6 @@ def build_session(cfg: Config, out: RunDir) -> Session:
     rng = np.random.default_rng(cfg.run.seed)
     adapt_items = [items[i] for i in sorted(rng.permutation(len(items))[:k])]
     policy = HFCausalPolicy(cfg.model, need_reference=cfg.grpo.kl_coef > 0)
-    trainer = Trainer(policy, extractor, reward, cfg.sampling, cfg.grpo, instruction, cfg.run.seed)
+    trainer = Trainer(policy, extractor, reward, cfg.sampling, cfg.grpo, instruction, cfg.run.seed, cfg.safeguards)
     return Session(cfg, dataset, items, adapt_items, extractor, answer_type, instruction, policy, reward, trainer,
-                   out, make_scorer(dataset, extractor))
+                   out, make_scorer(dataset, extractor), resume, trainer.snapshot(), stream)

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import GRPOConfig, SamplingConfig
+from .config import GRPOConfig, SafeguardConfig, SamplingConfig
 from .data import Query
 from .extractors import Extractor, equivalence_classes
 from .grpo import aggregate, group_advantages, grpo_token_loss
@@ -20,6 +20,7 @@ from .policy.base import Policy
 from .rollout import Completion
 from .rewards import Group, Reward, RewardContext
 from .rewards.voting import majority_class, vote_stats
+from .safeguards import gate_reason
 
 
 @dataclass
@@ -29,6 +30,7 @@ class GroupResult:
     rewards: list[float]
     pseudo_label: str | None  # the majority answer, for label-accuracy metrics
     trained: bool
+    gated: str | None = None  # why the gate kept this group out of the update
 
 
 @dataclass
@@ -39,10 +41,11 @@ class StepResult:
 
 class Trainer:
     def __init__(self, policy: Policy, extractor: Extractor, reward: Reward, sampling: SamplingConfig,
-                 grpo: GRPOConfig, instruction: str, seed: int):
+                 grpo: GRPOConfig, instruction: str, seed: int, safeguards: SafeguardConfig | None = None):
         self.policy, self.extractor, self.reward = policy, extractor, reward
         self.sampling, self.grpo, self.instruction = sampling, grpo, instruction
         self.seed = seed
+        self.gate = safeguards
         self.rng = np.random.default_rng(seed)
         self.ctx = RewardContext(rng=self.rng, policy=policy)  # lives for the run (reward state)
         self.optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=grpo.lr, weight_decay=grpo.weight_decay)
@@ -69,18 +72,21 @@ class Trainer:
             group = Group(q, tuple(c.text for c in comps), tuple(answers), tuple(classes), stats)
             out = self.reward(group, self.ctx)
             diag_rows.append(out.diagnostics)
-            vote_rows.append(vote_stats(classes))
+            vote = vote_stats(classes)
+            vote_rows.append(vote)
             maj = majority_class(classes)
+            gated = gate_reason(vote, self.gate) if self.gate is not None else None
 
             # 4. advantages on the trained subset (TTRL votes on 64, trains on 32)
             idx = np.arange(len(comps))
             if s.n_train < s.n_votes:
                 idx = np.sort(self.rng.choice(len(comps), size=s.n_train, replace=False))
-            adv = group_advantages(torch.tensor([out.rewards[i] for i in idx]), g.adv_eps, g.scale_advantages)
+            adv = None if gated else group_advantages(torch.tensor([out.rewards[i] for i in idx]), g.adv_eps,
+                                                      g.scale_advantages)
             if adv is not None:
                 train_items += [(comps[i], float(a)) for i, a in zip(idx, adv)]
             results.append(GroupResult(q.id, answers, out.rewards,
-                                       None if maj is None else answers[classes.index(maj)], adv is not None))
+                                       None if maj is None else answers[classes.index(maj)], adv is not None, gated))
         t_reward = time.perf_counter()
 
         # 5. update
@@ -99,6 +105,8 @@ class Trainer:
             "response_length": float(np.mean([len(c.ids) for c in all_comps])),
             "finished": float(np.mean([c.finished for c in all_comps])),
             "groups_trained": float(sum(r.trained for r in results)),
+            "groups_gated": float(sum(r.gated is not None for r in results)),
+            "tokens": float(sum(len(c.ids) for c in all_comps)),
             "groups": float(len(results)),
             "seconds": t_end - t0,
             "seconds_sample": t_sample - t0,
@@ -106,6 +114,29 @@ class Trainer:
             "seconds_update": t_end - t_reward,
         }
         return StepResult(stats, results)
+
+    # -- state: checkpoints, rollback, episodic reset ------------------------------------------
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the trainable weights (the LoRA adapter: a few MB; no second model copy)."""
+        return {n: p.detach().clone() for n, p in self.policy.model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def restore(self, weights: dict[str, torch.Tensor], reset_optimizer: bool = True) -> None:
+        params = dict(self.policy.model.named_parameters())
+        for n, w in weights.items():
+            params[n].copy_(w)
+        if reset_optimizer:
+            self.optimizer.state.clear()
+
+    def state_dict(self) -> dict:
+        return {"weights": self.snapshot(), "optimizer": self.optimizer.state_dict(), "steps": self.steps,
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.restore(state["weights"], reset_optimizer=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = state["steps"]
+        self.rng.bit_generator.state = state["rng"]
 
     def _update(self, items: list[tuple[Completion, float]]) -> dict[str, float]:
         g, temp = self.grpo, self.sampling.temperature

@@ -69,17 +69,37 @@ class HFCausalPolicy:
 
     # -- sampling --------------------------------------------------------------------------
     @contextlib.contextmanager
+    @torch.no_grad()
     def _merged(self):
-        """Fold LoRA into the base weights while sampling: unmerged adapters double the per-token cost
-        of HF generate here. Unmerging restores the weights up to float rounding."""
-        merge = hasattr(self.model, "merge_adapter")
-        if merge:
-            self.model.merge_adapter()
+        """Sample from merged weights: unmerged LoRA doubles the per-token cost of HF generate here.
+        Each adapted layer gets a merged copy W + BA for the duration and its original tensor back
+        afterwards, so the base weights are never modified (peft's merge/unmerge round trip drifts
+        in the last bits, which would make resumed runs differ from unbroken ones)."""
+        swapped = []
+        if self.cfg.merge_for_sampling:
+            from peft.tuners.lora import LoraLayer
+
+            for m in self.model.modules():
+                if not isinstance(m, LoraLayer) or m.merged or getattr(m, "lora_variant", None):
+                    continue  # DoRA and other variants keep their unmerged forward
+                names = [a for a in m.active_adapters if a in m.lora_A]
+                if not names:
+                    continue
+                base = m.get_base_layer()
+                orig = base.weight.data
+                merged = orig.clone()
+                for a in names:
+                    merged += m.get_delta_weight(a).to(orig.dtype)
+                base.weight.data = merged
+                m.merged_adapters.extend(names)
+                swapped.append((m, base, orig, names))
         try:
             yield
         finally:
-            if merge:
-                self.model.unmerge_adapter()
+            for m, base, orig, names in swapped:
+                base.weight.data = orig
+                for a in names:
+                    m.merged_adapters.remove(a)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], n: int, *, temperature: float | None, top_p: float = 1.0,

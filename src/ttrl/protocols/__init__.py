@@ -15,7 +15,7 @@ def register_protocol(name: str):
 
 
 def get_protocol(name: str) -> Callable:
-    from . import transductive  # noqa: F401
+    from . import online, transductive  # noqa: F401
 
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose from: {', '.join(sorted(PROTOCOLS))}")

@@ -1,5 +1,8 @@
 """Transductive protocol (TTRV): adapt on K unlabeled items for E epochs, then evaluate greedily on
-the whole evaluation set; the base model is evaluated on the same set in the same run."""
+the whole evaluation set; the base model is evaluated on the same set in the same run.
+
+Every phase writes as it goes (base.jsonl, metrics.jsonl, predictions.jsonl) and a checkpoint
+follows each update, so a killed run resumes where it stopped without redoing or losing work."""
 from __future__ import annotations
 
 import time
@@ -9,89 +12,103 @@ from tqdm.auto import tqdm
 
 from ..evaluate import answer, majority_answer
 from ..metrics import bleu, pass_at_k, rouge_l
-from ..session import Session
 from . import register_protocol
+from .common import Adaptation
 
 
 @register_protocol("transductive")
-def run_transductive(sess: Session) -> dict:
+def run_transductive(sess) -> dict:
     cfg, items, out = sess.cfg, sess.eval_items, sess.out
     t0 = time.perf_counter()
     s = cfg.sampling
     greedy = dict(max_new_tokens=s.eval_max_new_tokens, batch_size=s.batch_size)
     queries = [it.query for it in items]
     by_id = {it.query.id: it for it in items}
+    adaptation = Adaptation(sess)
+    progress = adaptation.resume({"epoch": 0, "pos": 0})
 
-    # base model, greedy and majority of N samples (the ceiling that sharpening aims at)
-    base, base_text = {}, {}
+    # 1. base model: greedy, and N samples for maj@N / pass@k (the ceiling that sharpening aims at)
+    done = {r["id"] for r in out.read("base.jsonl")}
     for q, texts, a in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=cfg.run.seed,
-                              desc="base eval", **greedy):
-        base[q.id], base_text[q.id] = a[0], texts[0]
-    base_maj, base_pass, base_pass_n = {}, [], []
+                              desc="base eval", skip=done, **greedy):
+        out.append("base.jsonl", {"id": q.id, "base_answer": a[0], "base_response": texts[0]})
     n_votes = cfg.protocol.base_maj_votes
     if n_votes > 0:
-        for q, _, answers in answer(sess.policy, sess.extractor, queries, sess.instruction, n=n_votes,
-                                    temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                    batch_size=s.batch_size, seed=cfg.run.seed + 7, desc=f"base maj@{n_votes}"):
-            base_maj[q.id] = majority_answer(answers, sess.extractor)
-            if by_id[q.id].answer is not None:
-                c = sum(bool(sess.score(a, by_id[q.id])) for a in answers)
-                base_pass.append(pass_at_k(n_votes, c, 1))
-                base_pass_n.append(pass_at_k(n_votes, c, n_votes))
+        done = {r["id"] for r in out.read("base_votes.jsonl")}
+        for q, _, votes in answer(sess.policy, sess.extractor, queries, sess.instruction, n=n_votes,
+                                  temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                  batch_size=s.batch_size, seed=cfg.run.seed + 7, desc=f"base maj@{n_votes}",
+                                  skip=done):
+            it = by_id[q.id]
+            n_ok = None if it.answer is None else sum(bool(sess.score(v, it)) for v in votes)
+            out.append("base_votes.jsonl", {"id": q.id, "maj_answer": majority_answer(votes, sess.extractor),
+                                            "votes": votes, "n_correct": n_ok})
 
-    # adaptation: the trainer gets queries only
-    rng = np.random.default_rng(cfg.run.seed)
-    adapt = sess.adapt_items
-    steps = cfg.protocol.epochs * -(-len(adapt) // cfg.grpo.prompts_per_step)
-    bar = tqdm(total=steps, desc="adapt", unit="step")
-    for epoch in range(cfg.protocol.epochs):
-        order = rng.permutation(len(adapt))
-        for start in range(0, len(order), cfg.grpo.prompts_per_step):
-            batch = [adapt[i] for i in order[start:start + cfg.grpo.prompts_per_step]]
-            result = sess.trainer.step([it.query for it in batch])
-            row = {"epoch": epoch, **result.stats, **sess.label_metrics(result)}
-            sess.out.append("metrics.jsonl", row)
+    # 2. adaptation on K items: the trainer gets queries only
+    adapt, per_step = sess.adapt_items, cfg.grpo.prompts_per_step
+    batches_per_epoch = -(-len(adapt) // per_step)
+    bar = tqdm(total=cfg.protocol.epochs * batches_per_epoch, desc="adapt", unit="step",
+               initial=progress["epoch"] * batches_per_epoch + progress["pos"] // per_step)
+    for epoch in range(progress["epoch"], cfg.protocol.epochs):
+        order = np.random.default_rng([cfg.run.seed, epoch]).permutation(len(adapt))  # stateless: resumable
+        start0 = progress["pos"] if epoch == progress["epoch"] else 0
+        for start in range(start0, len(order), per_step):
+            batch = [adapt[i] for i in order[start:start + per_step]]
+            going = adaptation.step([it.query for it in batch], epoch=epoch)
+            nxt = (epoch, start + per_step) if start + per_step < len(order) else (epoch + 1, 0)
+            adaptation.checkpoint({"epoch": nxt[0], "pos": nxt[1]})
             bar.update(1)
-            bar.set_postfix(reward=f"{row['reward_mean']:.2f}", maj=f"{row['majority_ratio']:.2f}")
+            if not going:
+                break
+        if adaptation.stopped:
+            break
     bar.close()
+    adaptation.checkpoint({"epoch": cfg.protocol.epochs, "pos": 0, "final": True})
 
-    # adapted model, greedy, written item by item
-    correct = {"base": [], "adapted": [], "base_maj": []}
-    adapted_text = {}
-    for q, texts, a in answer(sess.policy, sess.extractor, queries, sess.instruction,
-                              seed=cfg.run.seed, desc="adapted eval", **greedy):
+    # 3. adapted model, greedy, written item by item
+    base = {r["id"]: r for r in out.read("base.jsonl")}
+    votes = {r["id"]: r for r in out.read("base_votes.jsonl")}
+    done = {r["id"] for r in out.read("predictions.jsonl")}
+    for q, texts, a in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=cfg.run.seed,
+                              desc="adapted eval", skip=done, **greedy):
         it = by_id[q.id]
-        adapted_text[q.id] = texts[0]
-        row = {"id": q.id, "base_answer": base[q.id], "adapted_answer": a[0], "base_maj_answer": base_maj.get(q.id),
-               "label": it.answer, "response": texts[0]}
-        for k, pred in (("base", base[q.id]), ("adapted", a[0]), ("base_maj", base_maj.get(q.id))):
-            if k == "base_maj" and not base_maj:
-                continue
-            ok = sess.score(pred, it)
-            row[f"{k}_correct"] = ok
-            if ok is not None:
-                correct[k].append(ok)
+        row = {"id": q.id, "base_answer": base[q.id]["base_answer"], "adapted_answer": a[0],
+               "base_maj_answer": votes[q.id]["maj_answer"] if q.id in votes else None, "label": it.answer,
+               "response": texts[0]}
+        row["base_correct"] = sess.score(row["base_answer"], it)
+        row["adapted_correct"] = sess.score(a[0], it)
+        if q.id in votes:
+            row["base_maj_correct"] = sess.score(row["base_maj_answer"], it)
         out.append("predictions.jsonl", row)
 
-    def acc(k):
-        return float(np.mean(correct[k])) if correct[k] else None
+    preds = out.read("predictions.jsonl")
 
+    def mean(key, rows=preds):
+        xs = [r[key] for r in rows if r.get(key) is not None]
+        return float(np.mean(xs)) if xs else None
+
+    counted = [v for v in votes.values() if v["n_correct"] is not None]
     summary = {
-        "base_accuracy": acc("base"),
-        "adapted_accuracy": acc("adapted"),
-        "base_maj_accuracy": acc("base_maj"),
-        "base_sample_accuracy": float(np.mean(base_pass)) if base_pass else None,  # pass@1 of T>0 samples
-        "base_pass_at_n": float(np.mean(base_pass_n)) if base_pass_n else None,  # any of the N samples right
+        "base_accuracy": mean("base_correct"),
+        "adapted_accuracy": mean("adapted_correct"),
+        "base_maj_accuracy": mean("base_maj_correct"),
+        # pass@1 of the sampled votes, and pass@N (any of the N samples right)
+        "base_sample_accuracy": float(np.mean([pass_at_k(n_votes, v["n_correct"], 1) for v in counted]))
+        if counted else None,
+        "base_pass_at_n": float(np.mean([pass_at_k(n_votes, v["n_correct"], n_votes) for v in counted]))
+        if counted else None,
         "n_adapt": len(adapt),
         "n_eval": len(items),
         "steps": sess.trainer.steps,
+        **adaptation.summary(),
         "seconds_protocol": time.perf_counter() - t0,
     }
     if sess.answer_type in {"text", "label"}:  # free-form answers: also overlap with the references
-        labelled = [it for it in items if it.answer is not None]
-        refs = [str(it.answer) for it in labelled]
-        for name, texts in (("base", base_text), ("adapted", adapted_text)):
+        labelled = [r for r in preds if r["label"] is not None]
+        refs = [str(r["label"]) for r in labelled]
+        for name, texts in (("base", {k: v["base_response"] for k, v in base.items()}),
+                            ("adapted", {r["id"]: r["response"] for r in preds})):
             if labelled:
-                preds = [texts[it.query.id] for it in labelled]
-                summary[f"{name}_bleu"], summary[f"{name}_rouge_l"] = bleu(preds, refs), rouge_l(preds, refs)
+                hyps = [texts[r["id"]] for r in labelled]
+                summary[f"{name}_bleu"], summary[f"{name}_rouge_l"] = bleu(hyps, refs), rouge_l(hyps, refs)
     return summary

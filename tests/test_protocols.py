@@ -1,0 +1,114 @@
+"""Online and episodic protocols, safeguards firing in real runs, and kill-and-resume, on the real model."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ttrl.cli import main
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--n-votes", "4", "--n-train", "4", "--max-new-tokens", "16", "--eval-max-new-tokens", "16", "--seed", "2"]
+
+
+def jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def stream_file(tmp_path, bad_line=True):
+    lines = [json.dumps({"id": "q0", "prompt": "Calculate 3 + 4.", "answer": 7})]
+    if bad_line:
+        lines.append('{"prompt": "Calculate 1 + 1.", "answer": 2')  # torn JSON
+    lines += [json.dumps({"id": "q1", "prompt": "Calculate 12 + 5.", "answer": 17}),
+              json.dumps({"id": "q2", "prompt": "Calculate 6 + 2.", "answer": 8})]
+    p = tmp_path / "stream.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_online_answers_then_adapts_and_survives_a_bad_line(tmp_path):
+    out = tmp_path / "online"
+    assert main(["run", "--protocol", "online", "--data", str(stream_file(tmp_path)), "--out", str(out), *SMALL]) == 0
+    preds = jsonl(out / "predictions.jsonl")
+    assert [p["id"] for p in preds] == ["q0", "q1", "q2"]
+    assert [p["step"] for p in preds] == [0, 1, 2]  # each answer given before adapting on that item
+    (bad,) = [e for e in jsonl(out / "events.jsonl") if e["event"] == "bad_input"]
+    assert "stream.jsonl, line 2" in bad["reason"]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_items"] == 3 and s["steps"] == 3 and s["online_accuracy"] == sum(p["correct"] for p in preds) / 3
+
+
+def test_episodic_resets_to_the_base_adapter(tmp_path):
+    out = tmp_path / "episodic"
+    args = ["run", "--protocol", "episodic", "--data", str(stream_file(tmp_path, bad_line=False)),
+            "--out", str(out), "--lr", "1e-3", *SMALL]
+    assert main(args) == 0
+    resets = jsonl(out / "resets.jsonl")
+    assert [r["index"] for r in resets] == [0, 1, 2]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_resets"] == 3 and s["reset_seconds_mean"] < 0.5  # a LoRA reset is a small copy
+    weights = torch.load(out / "checkpoint.pt", weights_only=False)["trainer"]["weights"]
+    lora_b = [w for n, w in weights.items() if "lora_B" in n]
+    assert lora_b and all((w == 0).all() for w in lora_b)  # back to the fresh adapter (B = 0)
+
+
+def transductive(out, *extra):
+    return ["run", "--task-size", "6", "--adapt-size", "4", "--epochs", "2", "--prompts-per-step", "1",
+            "--base-maj-votes", "2", "--out", str(out), *SMALL, *extra]
+
+
+def test_gate_and_budget_fire_and_are_logged(tmp_path):
+    out = tmp_path / "gated"
+    assert main(transductive(out, "--gate-min-majority", "1.01", "--max-steps", "2")) == 0
+    metrics, events = jsonl(out / "metrics.jsonl"), jsonl(out / "events.jsonl")
+    assert len(metrics) == 2 and all(m["groups_trained"] == 0 and m["groups_gated"] == 1 for m in metrics)
+    assert [e["event"] for e in events] == ["gate", "gate", "budget"]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["stopped"] == "step budget 2 reached" and s["events_gate"] == 2 and s["steps"] == 2
+    assert s["base_accuracy"] == s["adapted_accuracy"]  # nothing was trained
+
+
+def test_collapse_monitor_rolls_back_to_the_last_good_adapter(tmp_path):
+    out = tmp_path / "collapse"
+    # an entropy floor no answer distribution can reach: fires as soon as KL rises after warm-up
+    assert main(transductive(out, "--monitor", "rollback", "--monitor-warmup", "1", "--entropy-floor", "100",
+                             "--lr", "1e-3")) == 0
+    events = [e for e in jsonl(out / "events.jsonl") if e["event"] != "gate"]
+    assert [e["event"] for e in events] == ["collapse", "rollback"]
+    assert events[1]["to_step"] == events[0]["step"] - 1
+    s = json.loads((out / "summary.json").read_text())
+    assert s["stopped"].startswith("answer entropy") and s["steps"] == events[0]["step"] < 8
+
+
+def test_killed_run_resumes_to_the_same_numbers(tmp_path):
+    ref, killed = tmp_path / "unbroken", tmp_path / "killed"
+    assert main(transductive(ref)) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "ttrl.cli", *transductive(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 300
+    while len(jsonl(killed / "metrics.jsonl")) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+    assert main(["run", "--resume", str(killed)]) == 0
+
+    def strip(row):
+        return {k: v for k, v in row.items() if not k.startswith("seconds") and k != "adapt_seconds"}
+
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (ref, killed))
+    assert strip(a) == strip(b)
+    pa, pb = jsonl(ref / "predictions.jsonl"), jsonl(killed / "predictions.jsonl")
+    assert pa == pb and len({p["id"] for p in pb}) == len(pb) == 6  # none twice, none lost
+    ma, mb = jsonl(ref / "metrics.jsonl"), jsonl(killed / "metrics.jsonl")
+    assert [strip(r) for r in ma] == [strip(r) for r in mb] and len(mb) == 8
+    assert jsonl(ref / "base.jsonl") == jsonl(killed / "base.jsonl")
+    # resuming a finished run changes nothing
+    assert main(["run", "--resume", str(killed)]) == 0
+    assert len(jsonl(killed / "predictions.jsonl")) == 6
