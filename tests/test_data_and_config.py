@@ -128,3 +128,15 @@ def test_rewards_command_lists_every_reward(capsys):
     out = capsys.readouterr().out
     for name in all_rewards():
         assert name in out
+
+
+def test_stream_reader_yields_items_and_errors_line_by_line():
+    import io
+
+    from ttrl.data import DataError, Item, iter_jsonl
+
+    stream = io.StringIO('{"prompt": "a", "id": "x"}\n\nnot json\n{"answer": 1}\n{"prompt": "b"}\n')
+    out = list(iter_jsonl("-", stream=stream))
+    assert [type(o) for o in out] == [Item, DataError, DataError, Item]
+    assert str(out[1]).startswith("<stdin>, line 3:") and str(out[2]).startswith("<stdin>, line 4, field 'prompt'")
+    assert out[3].query.id == "5"

@@ -83,6 +83,8 @@ def test_collapse_monitor_rolls_back_to_the_last_good_adapter(tmp_path):
     assert events[1]["to_step"] == events[0]["step"] - 1
     s = json.loads((out / "summary.json").read_text())
     assert s["stopped"].startswith("answer entropy") and s["steps"] == events[0]["step"] < 8
+    # with the monitor on, certainty indicators are logged every step (from the sampler's token stats)
+    assert all(m["self_certainty"] > 0 and m["token_entropy"] >= 0 for m in jsonl(out / "metrics.jsonl"))
 
 
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):

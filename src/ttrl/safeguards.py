@@ -4,8 +4,6 @@ Each returns a reason string when it fires (None otherwise), so the caller can l
 """
 from __future__ import annotations
 
-
-
 import numpy as np
 
 from .config import SafeguardConfig

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .config import Config, build_reward_params
-from .data import Dataset, DataError, Item, iter_jsonl
+from .data import DataError, Dataset, Item, iter_jsonl
 from .evaluate import make_scorer
 from .extractors import Extractor, get_extractor, infer_answer_type
 from .policy.hf_causal import HFCausalPolicy

@@ -17,9 +17,9 @@ from .data import Query
 from .extractors import Extractor, equivalence_classes
 from .grpo import aggregate, group_advantages, grpo_token_loss
 from .policy.base import Policy
-from .rollout import Completion
 from .rewards import Group, Reward, RewardContext
 from .rewards.voting import majority_class, vote_stats
+from .rollout import Completion
 from .safeguards import gate_reason
 
 
@@ -46,6 +46,8 @@ class Trainer:
         self.sampling, self.grpo, self.instruction = sampling, grpo, instruction
         self.seed = seed
         self.gate = safeguards
+        # token statistics cost a log-softmax per sampled token: only when a reward or the monitor reads them
+        self.want_token_stats = "token_stats" in reward.needs or bool(safeguards and safeguards.monitor != "off")
         self.rng = np.random.default_rng(seed)
         self.ctx = RewardContext(rng=self.rng, policy=policy)  # lives for the run (reward state)
         self.optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=grpo.lr, weight_decay=grpo.weight_decay)
@@ -60,7 +62,7 @@ class Trainer:
         rollouts = self.policy.generate(prompts, s.n_votes, temperature=s.temperature, top_p=s.top_p,
                                         max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
                                         seed=self.seed * 1_000_003 + self.steps,
-                                        token_stats="token_stats" in self.reward.needs)
+                                        token_stats=self.want_token_stats)
         t_sample = time.perf_counter()
 
         # 2. extract answers and their equivalence classes; 3. reward the whole group
@@ -103,6 +105,7 @@ class Trainer:
             **_mean_dicts(vote_rows),
             **{f"reward/{k}": v for k, v in _mean_dicts(diag_rows).items()},
             "response_length": float(np.mean([len(c.ids) for c in all_comps])),
+            **_certainty(all_comps),
             "finished": float(np.mean([c.finished for c in all_comps])),
             "groups_trained": float(sum(r.trained for r in results)),
             "groups_gated": float(sum(r.gated is not None for r in results)),
@@ -171,6 +174,15 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return sums
+
+
+def _certainty(comps: list[Completion]) -> dict[str, float]:
+    """Label-free certainty indicators for the collapse monitor (URLVR), when token stats were recorded."""
+    stats = [c.stats for c in comps if c.stats is not None and len(c.stats.logprobs)]
+    if not stats:
+        return {}
+    return {"self_certainty": float(np.mean([s.self_certainty.mean() for s in stats])),
+            "token_entropy": float(np.mean([s.entropy.mean() for s in stats]))}
 
 
 def _mean_dicts(rows: list[dict[str, float]]) -> dict[str, float]:

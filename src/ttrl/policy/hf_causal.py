@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import logging
+import math
 from typing import Sequence
 
 import torch
