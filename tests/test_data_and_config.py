@@ -23,7 +23,8 @@ def test_jsonl_contract(tmp_path):
     ])
     a, b = read_jsonl(p)
     assert (a.query.id, a.query.prompt, a.answer) == ("1", "2+2?", "4")
-    assert (b.query.id, b.query.choices, b.query.images, b.answer) == ("x", ("red", "blue"), ("a.png",), "B")
+    # relative image paths resolve against the data file's folder
+    assert (b.query.id, b.query.choices, b.query.images, b.answer) == ("x", ("red", "blue"), (str(tmp_path / "a.png"),), "B")
 
 
 @pytest.mark.parametrize("lines,where", [
@@ -136,7 +137,8 @@ def test_stream_reader_yields_items_and_errors_line_by_line():
     from ttrl.data import DataError, Item, iter_jsonl
 
     stream = io.StringIO('{"prompt": "a", "id": "x"}\n\nnot json\n{"answer": 1}\n{"prompt": "b"}\n')
-    out = list(iter_jsonl("-", stream=stream))
+    lines, out = zip(*iter_jsonl("-", stream=stream))
+    assert lines == (1, 3, 4, 5)
     assert [type(o) for o in out] == [Item, DataError, DataError, Item]
     assert str(out[1]).startswith("<stdin>, line 3:") and str(out[2]).startswith("<stdin>, line 4, field 'prompt'")
     assert out[3].query.id == "5"

@@ -13,7 +13,7 @@ def prompts(policy, n=3):
 
 
 def test_render_uses_chat_template_and_lettered_choices(policy):
-    text = policy.render(Query("q", "Which colour?", ("red", "blue")), "Answer with the letter.")
+    text = policy.render(Query("q", "Which colour?", ("red", "blue")), "Answer with the letter.").text
     assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
     assert "Which colour?\nA. red\nB. blue\nAnswer with the letter." in text
 

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
             _add_option(grp, [_flag(f"{name}_{f.name}")], f"rewardparam.{name}.{f.name}", f, f"[{name}] ",
                         type=ptypes[f.name] if ptypes[f.name] in (int, float, str) else str)
     sub.add_parser("rewards", help="list every reward with its help text")
+    from .zoo_cli import add_zoo_parser
+
+    add_zoo_parser(sub)
     return p
 
 
@@ -152,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.command == "rewards":
             return cmd_rewards()
+        if ns.command == "zoo":
+            from .zoo_cli import cmd_zoo
+
+            return cmd_zoo(ns)
         return cmd_run(ns)
     except (ConfigError, DataError) as e:
         print(f"ttrl: error: {e}", file=sys.stderr)

@@ -31,7 +31,10 @@ DEFAULT_TASK_ARGS = {
 
 @dataclass
 class ModelConfig:
-    model: str = opt("smollm2-135m", "zoo name (smollm2-135m), local Hugging Face folder, or hub id")
+    model: str = opt("smollm2-135m", "zoo name (smollm2-135m, tiny-vlm), local Hugging Face folder, or hub id")
+    backend: str = opt("auto", "auto (vision when the model config has a vision part), causal, vision",
+                       ["auto", "causal", "vision"])
+    train_vision: bool = opt(False, "vision models: also train the vision tower and projector (default frozen)")
     device: str = opt("auto", "auto (cuda > mps > cpu), or a torch device string")
     dtype: str = opt("auto", "weight dtype: auto (bfloat16 on GPUs that support it, else float32), float32, bfloat16, float16")
     autocast: str = opt("auto", "compute dtype for matmuls: auto (bfloat16 where the device has fast bf16, e.g. AMX CPUs), bfloat16, none")
@@ -55,6 +58,9 @@ class DataConfig:
     rel_tol: float = opt(1e-6, "number extractor: relative tolerance under which two numbers are one answer")
     synonyms: dict = opt({}, "label extractor: {variant: canonical label}, e.g. {grey: gray}")
     adapt_size: int = opt(32, "K: unlabeled items adapted on (transductive protocol, TTRV: 20); 0 = all")
+    adapt_data: str = opt("", "adapt on items from this source instead of the evaluation set (cross-data-set "
+                          "transfer, TTRV); empty = the evaluation set")
+    adapt_task_args: dict = opt({}, "task arguments for adapt_data (built-in tasks)")
     eval_size: int = opt(0, "items evaluated; 0 = all")
 
 
@@ -96,6 +102,7 @@ class ProtocolConfig:
                         "each item of a stream, then adapt on it; episodic: online with the weights reset to the base",
                         ["transductive", "online", "episodic"])
     epochs: int = opt(3, "passes over the adaptation items (TTRV: 2, TTRL: 80)")
+    base_eval: bool = opt(True, "transductive: also evaluate the base model on the same set in the same run")
     base_maj_votes: int = opt(8, "samples per item for the base model's majority-vote accuracy (0 = skip)")
     online_order: str = opt("answer_first", "online/episodic: answer with the current weights, then adapt "
                             "(answer_first, as deployed), or adapt first", ["answer_first", "adapt_first"])

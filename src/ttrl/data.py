@@ -62,7 +62,7 @@ def _as_str_tuple(value: Any, source: str, line: int, name: str) -> tuple[str, .
     return tuple(value)
 
 
-def parse_record(obj: Any, source: str, line: int) -> Item:
+def parse_record(obj: Any, source: str, line: int, base_dir: Path | None = None) -> Item:
     """One JSONL object -> Item, validating the contract: prompt|question, id, choices, image, answer."""
     if not isinstance(obj, dict):
         raise DataError(source, line, None, f"expected a JSON object, got {type(obj).__name__}")
@@ -79,6 +79,8 @@ def parse_record(obj: Any, source: str, line: int) -> Item:
             raise DataError(source, line, "choices", f"needs 2 to 26 options, got {len(choices)}")
     images = obj.get("image", obj.get("images"))
     images = () if images is None else _as_str_tuple(images, source, line, "image")
+    if base_dir is not None:  # relative image paths are relative to the data file
+        images = tuple(str(base_dir / p) if not Path(p).is_absolute() else p for p in images)
     if "answer" in obj and obj["answer"] is not None and not isinstance(obj["answer"], (str, int, float)):
         raise DataError(source, line, "answer", f"must be a string or a number, got {obj['answer']!r}")
     item_id = str(obj.get("id", line))
@@ -87,12 +89,13 @@ def parse_record(obj: Any, source: str, line: int) -> Item:
 
 
 def iter_jsonl(path: str | Path, stream=None):
-    """Yield Item or DataError per non-blank line, reading as lines arrive (a file, or `stream` such as
-    stdin for path "-"), so an online run answers items while later ones are still being written and
-    one bad line costs only that line."""
+    """Yield (line number, Item or DataError) per non-blank line, reading as lines arrive (a file, or
+    `stream` such as stdin for path "-"), so an online run answers items while later ones are still
+    being written and one bad line costs only that line."""
     import sys
 
     source = "<stdin>" if str(path) == "-" else str(path)
+    base_dir = None if source == "<stdin>" else Path(path).parent
     f = stream or (sys.stdin if source == "<stdin>" else open(path, encoding="utf-8"))
     try:
         for n, raw in enumerate(f, start=1):
@@ -101,35 +104,30 @@ def iter_jsonl(path: str | Path, stream=None):
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as e:
-                yield DataError(source, n, None, f"not valid JSON ({e.msg} at column {e.colno})")
+                yield n, DataError(source, n, None, f"not valid JSON ({e.msg} at column {e.colno})")
                 continue
             try:
-                yield parse_record(obj, source, n)
+                yield n, parse_record(obj, source, n, base_dir)
             except DataError as e:
-                yield e
+                yield n, e
     finally:
         if f is not sys.stdin and stream is None:
             f.close()
 
 
 def read_jsonl(path: str | Path) -> list[Item]:
+    """All items of a file; the first bad line is an error naming file, line and field."""
     path = Path(path)
     if not path.exists():
         raise DataError(str(path), None, None, "no such file")
     items, seen = [], {}
-    with path.open(encoding="utf-8") as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(str(path), n, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
-            item = parse_record(obj, str(path), n)
-            if item.query.id in seen:
-                raise DataError(str(path), n, "id", f"duplicate id {item.query.id!r} (first on line {seen[item.query.id]})")
-            seen[item.query.id] = n
-            items.append(item)
+    for n, entry in iter_jsonl(path):
+        if isinstance(entry, DataError):
+            raise entry
+        if entry.query.id in seen:
+            raise DataError(str(path), n, "id", f"duplicate id {entry.query.id!r} (first on line {seen[entry.query.id]})")
+        seen[entry.query.id] = n
+        items.append(entry)
     if not items:
         raise DataError(str(path), None, None, "no items")
     return items

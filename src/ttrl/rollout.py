@@ -17,9 +17,21 @@ class TokenStats:
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt: chat-templated text plus the image paths it refers to (in order)."""
+
+    text: str
+    images: tuple[str, ...] = ()
+
+    def __add__(self, suffix: str) -> "Prompt":  # prefill the reply, e.g. prompt + "Score:"
+        return Prompt(self.text + suffix, self.images)
+
+
+@dataclass(frozen=True)
 class Completion:
     prompt_ids: tuple[int, ...]
     ids: tuple[int, ...]  # generated tokens, ending with EOS when the model stopped by itself
     text: str
     finished: bool  # stopped by EOS rather than by the token budget
     stats: TokenStats | None = None  # filled when a reward asks for token statistics
+    images: tuple[str, ...] = ()  # the prompt's images, needed again to score the completion

@@ -17,6 +17,8 @@ from .data import DataError, Dataset, Item, iter_jsonl
 from .evaluate import make_scorer
 from .extractors import Extractor, get_extractor, infer_answer_type
 from .policy.hf_causal import HFCausalPolicy
+from .policy.hf_vlm import HFVisionPolicy
+from .policy.zoo import resolve_model
 from .rewards import Reward
 from .runlog import RunDir
 from .tasks import load_dataset
@@ -59,6 +61,7 @@ class Session:
     score: Callable
     resume: bool = False
     initial_weights: dict | None = None  # the base adapter, for episodic resets
+    adapt_score: Callable | None = None  # scorer of the adaptation items' source (label metrics only)
     stream: Callable | None = None  # online/episodic over a JSONL file or stdin: yields Item | DataError
     known: dict = field(default_factory=dict)  # id -> Item seen so far, for label metrics
 
@@ -73,11 +76,12 @@ class Session:
             item = self.known.get(g.query_id)
             if item is None or item.answer is None:
                 continue
-            label_ok.append(bool(self.score(g.pseudo_label, item)))
+            score = self.adapt_score or self.score
+            label_ok.append(bool(score(g.pseudo_label, item)))
             for a in g.answers:
                 voted = a is not None and g.pseudo_label is not None and (
                     a == g.pseudo_label or self.extractor.equivalent(a, g.pseudo_label))
-                reward_ok.append(voted == bool(self.score(a, item)))
+                reward_ok.append(voted == bool(score(a, item)))
         if not label_ok:
             return {}
         return {"label_accuracy": float(np.mean(label_ok)), "reward_accuracy": float(np.mean(reward_ok))}
@@ -95,21 +99,64 @@ def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
         # a stream: read line by line while the run goes; peek at the head to infer the answer type
         if spec != "-" and not Path(spec).exists():
             raise DataError(spec, None, None, "no such file")
-        head = [] if spec == "-" else [e for e in islice(iter_jsonl(spec), 200) if isinstance(e, Item)]
+        head = [] if spec == "-" else [e for _, e in islice(iter_jsonl(spec), 200) if isinstance(e, Item)]
         dataset = Dataset(Path(spec).stem, head)
 
         def stream():
-            return iter_jsonl(spec)
+            return (entry for _, entry in iter_jsonl(spec))
     else:
         dataset = load_dataset(spec, cfg.data.task_args, cfg.data.task_size, cfg.run.seed)
     answer_type = resolve_answer_type(cfg, dataset)
     extractor = get_extractor(answer_type, rel_tol=cfg.data.rel_tol, synonyms=cfg.data.synonyms)
     instruction = cfg.model.instruction or extractor.instruction
     items = dataset.items[: cfg.data.eval_size] if cfg.data.eval_size else list(dataset.items)
-    k = cfg.data.adapt_size or len(items)
+    score = adapt_score = make_scorer(dataset, extractor)
+    pool = items
+    if cfg.data.adapt_data:  # cross-data-set transfer: adapt on another source, evaluate on this one
+        adapt_set = load_dataset(cfg.data.adapt_data, cfg.data.adapt_task_args, cfg.data.task_size, cfg.run.seed + 1)
+        pool, adapt_score = adapt_set.items, make_scorer(adapt_set, extractor)
+    items = usable(items, out, report=not resume)
+    pool = usable(pool, out, report=not resume) if cfg.data.adapt_data else items
+    k = cfg.data.adapt_size or len(pool)
     rng = np.random.default_rng(cfg.run.seed)
-    adapt_items = [items[i] for i in sorted(rng.permutation(len(items))[:k])]
-    policy = HFCausalPolicy(cfg.model, need_reference=cfg.grpo.kl_coef > 0)
+    adapt_items = [pool[i] for i in sorted(rng.permutation(len(pool))[:k])]
+    policy = make_policy(cfg, need_reference=cfg.grpo.kl_coef > 0)
+    if dataset.items and any(it.query.images for it in dataset.items) and not isinstance(policy, HFVisionPolicy):
+        raise DataError(spec, None, "image", f"items have images but {cfg.model.model!r} is a text-only model")
     trainer = Trainer(policy, extractor, reward, cfg.sampling, cfg.grpo, instruction, cfg.run.seed, cfg.safeguards)
-    return Session(cfg, dataset, items, adapt_items, extractor, answer_type, instruction, policy, reward, trainer,
-                   out, make_scorer(dataset, extractor), resume, trainer.snapshot(), stream)
+    sess = Session(cfg, dataset, items, adapt_items, extractor, answer_type, instruction, policy, reward, trainer,
+                   out, score, resume, trainer.snapshot(), stream)
+    sess.adapt_score = adapt_score
+    return sess
+
+
+def usable(items: list[Item], out: RunDir, report: bool = True) -> list[Item]:
+    """Items whose images open; each bad one is reported (naming the item and file) and left out, so
+    one broken image costs that item only."""
+    from .policy.hf_vlm import load_image
+
+    good = []
+    for it in items:
+        try:
+            for path in it.query.images:
+                load_image(path)
+        except DataError as e:
+            msg = f"item {it.query.id!r}: {e} (skipped)"
+            log.error(msg)
+            if report:
+                out.append("events.jsonl", {"step": 0, "event": "bad_input", "reason": msg, "item": it.query.id})
+            continue
+        good.append(it)
+    return good
+
+
+def make_policy(cfg: Config, need_reference: bool):
+    """The vision backend when asked for, or (auto) when the model's config has a vision part."""
+    backend = cfg.model.backend
+    if backend == "auto":
+        from transformers import AutoConfig
+
+        mcfg = AutoConfig.from_pretrained(resolve_model(cfg.model.model))
+        backend = "vision" if getattr(mcfg, "vision_config", None) is not None else "causal"
+    cls = HFVisionPolicy if backend == "vision" else HFCausalPolicy
+    return cls(cfg.model, need_reference=need_reference)

@@ -13,16 +13,16 @@ from typing import Protocol, Sequence
 import torch
 
 from ..data import Query
-from ..rollout import Completion
+from ..rollout import Completion, Prompt
 
 
 class Policy(Protocol):
     model: torch.nn.Module
 
-    def render(self, query: Query, instruction: str) -> str: ...
+    def render(self, query: Query, instruction: str) -> Prompt: ...
 
     def generate(
-        self, prompts: Sequence[str], n: int, *, temperature: float | None, top_p: float,
+        self, prompts: Sequence[Prompt], n: int, *, temperature: float | None, top_p: float,
         max_new_tokens: int, batch_size: int, seed: int, token_stats: bool = False,
     ) -> list[list[Completion]]:
         """n completions per prompt; temperature None = greedy; token_stats fills Completion.stats."""

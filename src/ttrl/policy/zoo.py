@@ -5,11 +5,13 @@ A zoo name resolves to a local folder; anything else is passed to transformers u
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 
 def cache_root() -> Path:
@@ -43,23 +45,50 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, out)  # atomic: a half-written folder is never seen as a model
+        try:
+            os.replace(tmp, out)  # atomic: a half-written folder is never seen as a model
+        except OSError:
+            if not (out / "config.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep theirs
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-ZOO = {
-    "smollm2-135m": ("smollm2-135m-instruct", _smollm2_gguf),
+def _build_smollm2(out: Path) -> None:
+    _convert_gguf(_smollm2_gguf(), out)
+
+
+def _tiny_vlm_folder() -> str:
+    """Named after a hash of the shipped weights (and the assembly version): new weights rebuild."""
+    from .tiny_vlm import ASSET, BUILD_VERSION
+
+    if not ASSET.exists():
+        raise FileNotFoundError(f"model 'tiny-vlm' needs its trained weights {ASSET}: run `ttrl zoo build tiny-vlm`")
+    digest = hashlib.sha256(ASSET.read_bytes() + f"v{BUILD_VERSION}".encode()).hexdigest()[:10]
+    return f"tiny-vlm-{digest}"
+
+
+def _build_tiny_vlm(out: Path) -> None:
+    from .tiny_vlm import ASSET, assemble
+
+    assemble(out, ASSET)
+
+
+# name -> (cache folder name, builder writing a loadable folder to the path it is given, atomically)
+ZOO: dict[str, tuple[Callable[[], str], Callable[[Path], None]]] = {
+    "smollm2-135m": (lambda: "smollm2-135m-instruct", _build_smollm2),
+    "tiny-vlm": (_tiny_vlm_folder, _build_tiny_vlm),  # SmolLM2 + a small CLIP tower trained on easy-vqa
 }
 
 
 def resolve_model(name: str) -> str:
-    """Return a path or hub id that `from_pretrained` accepts; converts zoo models on first use."""
+    """Return a path or hub id that `from_pretrained` accepts; builds zoo models on first use."""
     if name in ZOO:
-        folder, find_gguf = ZOO[name]
-        out = cache_root() / "models" / folder
+        folder, build = ZOO[name]
+        out = cache_root() / "models" / folder()
         if not (out / "config.json").exists():
-            _convert_gguf(find_gguf(), out)
+            build(out)
         return str(out)
     return name

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from ..data import DataError
 from ..evaluate import answer
 from . import register_protocol
+from ..session import usable
 from .common import Adaptation
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ def _run(sess, episodic: bool) -> dict:
             adaptation.checkpoint({"items_done": index + 1, "final": True})
             continue
         item = entry
+        if not usable([item], out):  # an unreadable image costs that item only
+            adaptation.checkpoint({"items_done": index + 1, "final": True})
+            continue
         sess.known[item.query.id] = item
 
         def respond():

@@ -29,10 +29,11 @@ def run_transductive(sess) -> dict:
 
     # 1. base model: greedy, and N samples for maj@N / pass@k (the ceiling that sharpening aims at)
     done = {r["id"] for r in out.read("base.jsonl")}
-    for q, texts, a in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=cfg.run.seed,
-                              desc="base eval", skip=done, **greedy):
-        out.append("base.jsonl", {"id": q.id, "base_answer": a[0], "base_response": texts[0]})
-    n_votes = cfg.protocol.base_maj_votes
+    if cfg.protocol.base_eval:
+        for q, texts, a in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=cfg.run.seed,
+                                  desc="base eval", skip=done, **greedy):
+            out.append("base.jsonl", {"id": q.id, "base_answer": a[0], "base_response": texts[0]})
+    n_votes = cfg.protocol.base_maj_votes if cfg.protocol.base_eval else 0
     if n_votes > 0:
         done = {r["id"] for r in out.read("base_votes.jsonl")}
         for q, _, votes in answer(sess.policy, sess.extractor, queries, sess.instruction, n=n_votes,
@@ -72,10 +73,11 @@ def run_transductive(sess) -> dict:
     for q, texts, a in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=cfg.run.seed,
                               desc="adapted eval", skip=done, **greedy):
         it = by_id[q.id]
-        row = {"id": q.id, "base_answer": base[q.id]["base_answer"], "adapted_answer": a[0],
+        row = {"id": q.id, "base_answer": base[q.id]["base_answer"] if q.id in base else None, "adapted_answer": a[0],
                "base_maj_answer": votes[q.id]["maj_answer"] if q.id in votes else None, "label": it.answer,
                "response": texts[0]}
-        row["base_correct"] = sess.score(row["base_answer"], it)
+        if q.id in base:
+            row["base_correct"] = sess.score(row["base_answer"], it)
         row["adapted_correct"] = sess.score(a[0], it)
         if q.id in votes:
             row["base_maj_correct"] = sess.score(row["base_maj_answer"], it)
@@ -108,7 +110,7 @@ def run_transductive(sess) -> dict:
         refs = [str(r["label"]) for r in labelled]
         for name, texts in (("base", {k: v["base_response"] for k, v in base.items()}),
                             ("adapted", {r["id"]: r["response"] for r in preds})):
-            if labelled:
+            if labelled and all(r["id"] in texts for r in labelled):
                 hyps = [texts[r["id"]] for r in labelled]
                 summary[f"{name}_bleu"], summary[f"{name}_rouge_l"] = bleu(hyps, refs), rouge_l(hyps, refs)
     return summary

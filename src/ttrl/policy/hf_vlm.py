@@ -1,0 +1,79 @@
+"""Policy backend for Hugging Face image-text-to-text models (LLaVA, Qwen2-VL / Qwen2.5-VL, SmolVLM,
+InternVL in HF format, and the bundled tiny-vlm): AutoProcessor + AutoModelForImageTextToText.
+
+Everything but loading, prompt content and image inputs is the causal backend's (hf_causal.py).
+LoRA adapts the language model; the vision tower stays frozen unless `train_vision` is set."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+from ..data import DataError, Query
+from ..prompting import user_message
+from ..rollout import Completion, Prompt
+from .hf_causal import HFCausalPolicy
+
+# module-name parts of the vision side across HF families (LLaVA, Qwen2-VL, SmolVLM/Idefics3, InternVL)
+VISION_PARTS = ("vision_tower", "visual", "vision_model", "multi_modal_projector", "mm_projector", "connector",
+                "mlp1")
+
+
+def load_image(path: str):
+    """An RGB PIL image, or a DataError naming the file (missing, unreadable, not an image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(path, None, "image", "no such image file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(path, None, "image", f"cannot read the image ({e})") from None
+
+
+class HFVisionPolicy(HFCausalPolicy):
+    _cache_size = 512  # decoded images kept for re-scoring completions
+
+    def _load_tokenizer(self, path):
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(path)
+        self._images: OrderedDict[str, object] = OrderedDict()
+        return self.processor.tokenizer
+
+    def _load_model(self, path):
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype)
+
+    def _lora_exclude(self) -> str:
+        return r".*(" + "|".join(VISION_PARTS) + r").*"
+
+    def _freeze(self, model) -> None:
+        if self.cfg.train_vision:  # LoRA on the language model, plus the whole vision side
+            for name, p in model.named_parameters():
+                if any(part in name for part in VISION_PARTS) and "lora_" not in name:
+                    p.requires_grad_(True)
+
+    def _user_content(self, query: Query, instruction: str):
+        return [{"type": "image"} for _ in query.images] + [{"type": "text", "text": user_message(query, instruction)}]
+
+    def _image(self, path: str):
+        im = self._images.get(path)
+        if im is None:
+            im = self._images[path] = load_image(path)
+            if len(self._images) > self._cache_size:
+                self._images.popitem(last=False)
+        return im
+
+    def _encode(self, prompts: Sequence[Prompt]):
+        images = [self._image(p) for pr in prompts for p in pr.images]
+        return self.processor(text=[p.text for p in prompts], images=images or None, return_tensors="pt",
+                              padding=True)
+
+    def _image_inputs(self, completions: Sequence[Completion]) -> dict:
+        images = [self._image(p) for c in completions for p in c.images]
+        if not images:
+            return {}
+        px = self.processor.image_processor(images, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in px.items()}

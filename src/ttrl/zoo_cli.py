@@ -1,0 +1,74 @@
+"""`ttrl zoo`: list the bundled models, and (re)train the tiny VLM's vision weights.
+
+    ttrl zoo list
+    ttrl zoo build tiny-vlm [--steps N] [--seed S] [--batch-size B] [--lr LR] [--out PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# defaults of the shipped weights (see policy/assets/tiny_vlm_card.json for the measured result)
+BUILD_DEFAULTS = {"steps": 120, "seed": 0, "batch_size": 16, "lr": 1e-3}
+
+
+def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
+    zoo = subparsers.add_parser("zoo", help="bundled models: list them, or train the tiny VLM's vision weights")
+    sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    sub.add_parser("list", help="zoo names, their cache folders and whether they are built")
+    build = sub.add_parser(
+        "build", help="train the vision tower + projector of a zoo model (tiny-vlm) and write its weights and card",
+        description="Train tiny-vlm's CLIP tower + projector on easy-vqa's train split (SmolLM2 frozen), evaluate "
+                    "by greedy generation on a fixed easy-vqa test subset, and write the weights (safetensors) "
+                    "and tiny_vlm_card.json beside them.")
+    build.add_argument("name", choices=["tiny-vlm"], help="the model to build")
+    build.add_argument("--steps", type=int, default=BUILD_DEFAULTS["steps"],
+                       help=f"optimizer steps (default: {BUILD_DEFAULTS['steps']})")
+    build.add_argument("--seed", type=int, default=BUILD_DEFAULTS["seed"],
+                       help=f"initialisation and data-order seed (default: {BUILD_DEFAULTS['seed']})")
+    build.add_argument("--batch-size", type=int, default=BUILD_DEFAULTS["batch_size"],
+                       help=f"questions per step (default: {BUILD_DEFAULTS['batch_size']})")
+    build.add_argument("--lr", type=float, default=BUILD_DEFAULTS["lr"],
+                       help=f"AdamW learning rate (default: {BUILD_DEFAULTS['lr']})")
+    build.add_argument("--eval-per-type", type=int, default=100,
+                       help="test questions per type (colour, shape, yes/no) in the final evaluation (default: 100)")
+    build.add_argument("--out", type=Path, default=None,
+                       help="weights file to write (default: the package asset policy/assets/tiny_vlm_vision.safetensors)")
+    return zoo
+
+
+def _list() -> int:
+    from .policy.zoo import ZOO, cache_root
+
+    for name, (folder, _) in ZOO.items():
+        try:
+            path = cache_root() / "models" / folder()
+            state = "built" if (path / "config.json").exists() else "builds on first use"
+        except FileNotFoundError as e:
+            path, state = None, f"unavailable: {e}"
+        print(f"{name:14s} {state:20s} {path or ''}")
+        if name == "tiny-vlm":
+            from .policy.tiny_vlm import ASSET, CARD_NAME
+
+            card = ASSET.with_name(CARD_NAME)
+            if card.exists():
+                ev = json.loads(card.read_text())["evaluation"]
+                acc = ", ".join(f"{k} {v:.0%}" for k, v in ev["accuracy"].items())
+                print(f"{'':14s} easy-vqa test (greedy, n={ev['n']}): {acc}")
+    return 0
+
+
+def cmd_zoo(ns: argparse.Namespace) -> int:
+    if ns.zoo_command == "list":
+        return _list()
+    if ns.zoo_command == "build":
+        from .policy.tiny_vlm import ASSET, train
+
+        out = Path(ns.out) if ns.out is not None else ASSET
+        card = train(steps=ns.steps, seed=ns.seed, batch_size=ns.batch_size, lr=ns.lr, out=out,
+                     eval_per_type=ns.eval_per_type)
+        print(json.dumps({"weights": str(out), "train_seconds": card["training"]["train_seconds"],
+                          "accuracy": card["evaluation"]["accuracy"]}, indent=2))
+        return 0
+    raise ValueError(f"unknown zoo command {ns.zoo_command!r}")

@@ -1,0 +1,95 @@
+"""The bundled tiny VLM (SmolLM2 + a small CLIP tower trained on easy-vqa): assembly, processor, answers."""
+import json
+
+import pytest
+
+from ttrl.policy import tiny_vlm
+
+QUESTION = "what color is the shape?\nAnswer with a single word or short phrase."
+
+
+def test_question_types_match_answer_categories():
+    import easy_vqa
+
+    colors = {"red", "green", "blue", "yellow", "teal", "brown", "gray", "black"}
+    kinds = {"color": colors, "shape": {"circle", "rectangle", "triangle"}, "yesno": {"yes", "no"}}
+    qs, answers, _ = easy_vqa.get_test_questions()
+    for q, a in zip(qs, answers):
+        assert a in kinds[tiny_vlm.question_type(q)], (q, a)
+
+
+def test_eval_subset_is_fixed_and_stratified():
+    a, b = tiny_vlm.eval_subset(20), tiny_vlm.eval_subset(20)
+    assert a == b and len(set(a)) == 60
+
+
+def test_card_states_accuracies_in_band():
+    card = json.loads(tiny_vlm.ASSET.with_name(tiny_vlm.CARD_NAME).read_text())
+    acc = card["evaluation"]["accuracy"]
+    assert 0.40 <= acc["overall"] <= 0.75
+    assert acc["color"] > 0.125 + 0.1 and acc["shape"] > 1 / 3 + 0.1  # clearly above chance
+    assert card["training"]["steps"] > 0 and card["weights_file"] == tiny_vlm.ASSET.name
+    assert tiny_vlm.ASSET.stat().st_size < 5_000_000
+
+
+def test_zoo_folder_names_the_weights_hash():
+    from ttrl.policy.zoo import ZOO
+
+    folder, _ = ZOO["tiny-vlm"]
+    assert folder().startswith("tiny-vlm-") and folder() == folder()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The shipped model, assembled into a temporary folder and loaded the way backends load it."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    out = tiny_vlm.assemble(tmp_path_factory.mktemp("tiny") / "tiny-vlm", tiny_vlm.ASSET)
+    return AutoProcessor.from_pretrained(out), AutoModelForImageTextToText.from_pretrained(out).eval()
+
+
+def _test_image(i: int):
+    import easy_vqa
+    from PIL import Image
+
+    qs, answers, image_ids = easy_vqa.get_test_questions()
+    return qs[i], answers[i], Image.open(easy_vqa.get_test_image_paths()[image_ids[i]]).convert("RGB")
+
+
+@pytest.mark.slow
+def test_chat_template_and_image_token_expansion(tiny):
+    processor, model = tiny
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert text.endswith("<|im_start|>user\n<image>" + QUESTION + "<|im_end|>\n<|im_start|>assistant\n")
+    plain = processor.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    assert "<|im_start|>user\nhi<|im_end|>" in plain and "<image>" not in plain
+
+    _, _, image = _test_image(0)
+    short = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
+                                          add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[text, short], images=[image, image], return_tensors="pt", padding=True)
+    n_img = (enc["input_ids"] == model.config.image_token_id).sum(1)
+    assert n_img.tolist() == [tiny_vlm.NUM_IMAGE_TOKENS] * 2 == [17, 17]
+    assert enc["pixel_values"].shape == (2, 3, 64, 64)
+    assert processor.tokenizer.padding_side == "left" and enc["attention_mask"][1, 0] == 0  # left padded
+    assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+
+
+@pytest.mark.slow
+def test_greedy_answer_to_an_easy_vqa_question(tiny):
+    import torch
+
+    from ttrl.extractors import get_extractor
+
+    processor, model = tiny
+    question, answer, image = _test_image(2)  # "what is the color of the shape?"
+    content = tiny_vlm.user_content(question)
+    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[text], images=[image], return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=8)
+    reply = processor.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    label = get_extractor("label").extract(reply)
+    assert label is not None and len(label.split()) <= 2, reply  # a short label, not a sentence
