@@ -16,15 +16,17 @@ The zoo (`resolve_model("tiny-vlm")`) does that once per weights file and caches
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import random
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -295,7 +297,7 @@ def evaluate(model, processor, per_type: int = 100, batch_size: int = 32, autoca
     model.eval()
     hits: dict[str, list[int]] = {"color": [], "shape": [], "yesno": []}
     samples = []
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else _null()
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     for b in range(0, len(idx), batch_size):
         chunk = idx[b:b + batch_size]
         enc = processor(text=_prompts(processor, [qs[i] for i in chunk]),
@@ -314,14 +316,6 @@ def evaluate(model, processor, per_type: int = 100, batch_size: int = 32, autoca
     counts = {k: sum(question_type(q) == k for q in qs) for k in hits}
     natural = sum(acc[k] * counts[k] for k in acc) / sum(counts[k] for k in acc)
     return {"overall": overall, **acc, "overall_test_mix": natural, "n": len(idx), "samples": samples[:20]}
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -346,6 +340,17 @@ def _train_batch(processor, questions, answers, pil_images):
     return enc, labels
 
 
+def _train_order(questions: Sequence[str], seed: int, balance_types: bool) -> list[int]:
+    """A seeded pass over the train split; balanced: colour, shape, yes/no in turn (as many of each as the rarest)."""
+    order = list(range(len(questions)))
+    random.Random(seed).shuffle(order)
+    if not balance_types:
+        return order
+    kinds = ("color", "shape", "yesno")
+    by = {k: [i for i in order if question_type(questions[i]) == k] for k in kinds}
+    return [by[kinds[j % 3]][j // 3] for j in range(3 * min(len(v) for v in by.values()))]
+
+
 def _answer_loss(model, enc, labels) -> torch.Tensor:
     """Cross-entropy on labelled positions, computing the LM head only where needed."""
     out = model.model(**enc, use_cache=False)
@@ -358,14 +363,20 @@ def _answer_loss(model, enc, labels) -> torch.Tensor:
 
 def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-3, out: Path = ASSET,
           eval_per_type: int = 100, log_every: int = 10, probe_at: Sequence[int] = (), probe_per_type: int = 30,
-          log=print) -> dict:
+          threads: int | None = None, balance_types: bool = True, log=print) -> dict:
     """Train the vision tower + projector (LM frozen in bfloat16) on easy-vqa TRAIN, evaluate, save.
 
     Writes the tower + projector weights to `out` and the card `tiny_vlm_card.json` beside it.
     `probe_at`: steps after which to measure greedy accuracy on a smaller test subset (a learning curve
     for choosing `steps`; the probes do not change the training).
+    `balance_types`: draw colour, shape and yes/no questions in turn (the split is 74% yes/no; without
+    balancing, colour and shape questions stayed at chance for 300+ steps while yes/no improved).
+    `threads`: torch CPU threads. On a shared machine use 1: with other jobs running, every multi-threaded
+    op waits at a barrier for a descheduled thread (measured: 24 s/step with 2 threads vs 2.5 s with 1).
     """
     out = Path(out)
+    if threads:
+        torch.set_num_threads(threads)
     random.seed(seed)
     torch.manual_seed(seed)
     model, processor = build(None, seed=seed)
@@ -380,11 +391,11 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
         p.requires_grad_(True)
     n_params = sum(p.numel() for p in trainable)
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-    rng = random.Random(seed)
-    order = list(range(len(qs)))
-    rng.shuffle(order)
+    warmup = min(20, max(1, steps // 5))
+    # cosine decay to lr/10: with a constant lr the answer biases swung from one checkpoint to the next
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps))))
+    order = _train_order(qs, seed, balance_types)
 
     model.eval()  # nothing here has dropout; eval mode keeps the frozen part exactly as at test time
     probes: dict[int, dict] = {}
@@ -434,8 +445,9 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
             "trainable_parameters": n_params,
         },
         "training": {
-            "data": "easy-vqa train split", "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
-            "optimizer": "AdamW (wd 0), linear warmup over 5% of steps, grad clip 1.0",
+            "data": "easy-vqa train split" + (", question types drawn in turn (colour, shape, yes/no)" if balance_types else ""),
+            "seed": seed, "threads": torch.get_num_threads(), "steps": steps, "batch_size": batch_size, "lr": lr,
+            "optimizer": "AdamW (wd 0), linear warmup over min(20, steps/5) steps, cosine decay to lr/10, grad clip 1.0",
             "precision": "language model bfloat16 (frozen), tower + projector float32",
             "loss": "cross-entropy on answer tokens + <|im_end|>",
             "train_seconds": round(train_seconds, 1),
