@@ -102,3 +102,13 @@ def test_zoo_cli_parses_build_options():
     ns = p.parse_args(["zoo", "build", "tiny-vlm", "--steps", "7", "--seed", "3", "--batch-size", "4", "--lr", "0.01"])
     assert (ns.zoo_command, ns.name, ns.steps, ns.seed, ns.batch_size, ns.lr, ns.out) == ("build", "tiny-vlm", 7, 3, 4, 0.01, None)
     assert p.parse_args(["zoo", "list"]).zoo_command == "list"
+
+
+def test_shipped_card_states_accuracies_in_band():
+    import json
+
+    card = json.loads(tiny_vlm.ASSET.with_name(tiny_vlm.CARD_NAME).read_text())
+    acc = card["evaluation"]["accuracy"]
+    assert 0.40 <= acc["overall"] <= 0.75  # sees, but imperfectly: room for test-time RL
+    assert acc["color"] > 0.125 + 0.1 and acc["shape"] > 1 / 3 + 0.05  # clearly above chance
+    assert tiny_vlm.ASSET.stat().st_size < 5_000_000
