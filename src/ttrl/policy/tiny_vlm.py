@@ -21,8 +21,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -207,20 +205,9 @@ def assemble(out_dir: Path, vision_weights: Path | None) -> Path:
     """
     out_dir = Path(out_dir)
     model, processor = build(vision_weights)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out_dir)  # a half-written folder is never seen as a model
-        except OSError:
-            if not (out_dir / "config.json").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep theirs
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    from .zoo import save_folder
+
+    save_folder(out_dir, model, processor)
     return out_dir
 
 

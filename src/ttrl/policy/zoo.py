@@ -40,17 +40,23 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    save_folder(out, model, tok)
+
+
+def save_folder(out: Path, *parts) -> None:
+    """save_pretrained each part (model, tokenizer, processor) into `out` atomically: a half-written
+    folder is never seen as a model, and a concurrent builder that finished first wins."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        for part in parts:
+            part.save_pretrained(tmp)
         try:
-            os.replace(tmp, out)  # atomic: a half-written folder is never seen as a model
+            os.replace(tmp, out)
         except OSError:
             if not (out / "config.json").exists():
                 raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
