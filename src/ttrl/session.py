@@ -124,10 +124,8 @@ def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
     if dataset.items and any(it.query.images for it in dataset.items) and not isinstance(policy, HFVisionPolicy):
         raise DataError(spec, None, "image", f"items have images but {cfg.model.model!r} is a text-only model")
     trainer = Trainer(policy, extractor, reward, cfg.sampling, cfg.grpo, instruction, cfg.run.seed, cfg.safeguards)
-    sess = Session(cfg, dataset, items, adapt_items, extractor, answer_type, instruction, policy, reward, trainer,
-                   out, score, resume, trainer.snapshot(), stream)
-    sess.adapt_score = adapt_score
-    return sess
+    return Session(cfg, dataset, items, adapt_items, extractor, answer_type, instruction, policy, reward, trainer,
+                   out, score, resume, trainer.snapshot(), adapt_score=adapt_score, stream=stream)
 
 
 def usable(items: list[Item], out: RunDir, report: bool = True) -> list[Item]:
