@@ -24,9 +24,10 @@ ROWS = {  # name -> reward flags
     "random": ["--reward", "random"],
 }
 # TTRV: 32 votes, 16 trained, T=1.0, KL 0.001, 2 epochs over 20 unlabeled test items, then greedy eval.
-# Scaled to the CPU: 16 votes / 8 trained; LoRA lr 1e-4 (the paper fine-tunes fully at 5e-7).
+# Scaled to the CPU: 16 votes / 8 trained; LoRA lr 2e-5 (the paper fine-tunes fully at 5e-7). At lr 1e-4 the
+# KL to the base reaches 0.2 within 10 steps and majority voting collapses yes/no answers to "no".
 COMMON = ["--model", "tiny-vlm", "--n-votes", "16", "--n-train", "8", "--temperature", "1.0", "--kl-coef", "0.001",
-          "--max-new-tokens", "8", "--eval-max-new-tokens", "8", "--prompts-per-step", "4", "--lr", "1e-4",
+          "--max-new-tokens", "8", "--eval-max-new-tokens", "8", "--prompts-per-step", "4", "--lr", "2e-5",
           "--base-maj-votes", "0"]
 SETTINGS = {
     "transductive (20 items)": ["--data", "easyvqa:test", "--adapt-size", "20", "--epochs", "2"],
@@ -68,11 +69,11 @@ def main() -> None:
     lines, commands = [], []
     for setting in a.settings:
         base_args = [*COMMON, *SETTINGS[setting], *eval_args(setting, a.eval_size)]
-        table: dict[str, list[float]] = {"base": []}
+        # the base row: greedy decoding of the unadapted model on the same evaluation set (seed-independent)
+        qtype = "shape" if "transfer" in setting else "all"
+        s = run([*base_args, "--epochs", "0"], Path(a.out) / f"base-{qtype}")
+        table: dict[str, list[float]] = {"base": [s["base_accuracy"]]}
         for seed in a.seeds:
-            # the base row: the same evaluation set, no adaptation
-            s = run([*base_args, "--epochs", "0", "--seed", str(seed)], Path(a.out) / setting / f"base-s{seed}")
-            table["base"].append(s["base_accuracy"])
             for row in a.rows:
                 args = [*base_args, *ROWS[row], "--base-eval", "false", "--seed", str(seed)]
                 s = run(args, Path(a.out) / setting / f"{row}-s{seed}")

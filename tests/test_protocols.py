@@ -109,7 +109,11 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     pa, pb = jsonl(ref / "predictions.jsonl"), jsonl(killed / "predictions.jsonl")
     assert pa == pb and len({p["id"] for p in pb}) == len(pb) == 6  # none twice, none lost
     ma, mb = jsonl(ref / "metrics.jsonl"), jsonl(killed / "metrics.jsonl")
-    assert [strip(r) for r in ma] == [strip(r) for r in mb] and len(mb) == 8
+    # the same samples, rewards and counts; losses and KL to float rounding (CPU GEMMs may round
+    # differently with buffer alignment, which differs between processes)
+    assert len(mb) == len(ma) == 8
+    for x, y in zip(ma, mb):
+        assert strip(x) == pytest.approx(strip(y), rel=1e-4, abs=1e-7)
     assert jsonl(ref / "base.jsonl") == jsonl(killed / "base.jsonl")
     # resuming a finished run changes nothing
     assert main(["run", "--resume", str(killed)]) == 0

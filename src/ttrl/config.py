@@ -37,7 +37,8 @@ class ModelConfig:
     train_vision: bool = opt(False, "vision models: also train the vision tower and projector (default frozen)")
     device: str = opt("auto", "auto (cuda > mps > cpu), or a torch device string")
     dtype: str = opt("auto", "weight dtype: auto (bfloat16 on GPUs that support it, else float32), float32, bfloat16, float16")
-    autocast: str = opt("auto", "compute dtype for matmuls: auto (bfloat16 where the device has fast bf16, e.g. AMX CPUs), bfloat16, none")
+    autocast: str = opt("auto", "compute dtype for matmuls: auto (bfloat16 on GPUs with fast bf16; none on CPU, where "
+                       "bf16 kernels are not reproducible across processes), bfloat16, none")
     finetune: str = opt("lora", "lora (peft; the reference policy is the adapter switched off) or full", ["lora", "full"])
     lora_r: int = opt(16, "LoRA rank (Hu et al. 2021)")
     lora_alpha: int = opt(32, "LoRA scaling alpha")
@@ -45,6 +46,13 @@ class ModelConfig:
     lora_targets: str = opt("all-linear", "modules to adapt: all-linear or a comma-separated list of module names")
     merge_for_sampling: bool = opt(True, "sample from merged LoRA copies (2x faster HF generate; a transient copy of "
                                    "the adapted layers; exact, base weights untouched)")
+    cast_for_sampling: bool = opt(True, "sample from linear weights pre-cast to the autocast dtype (exact: the values "
+                                  "autocast would compute with, without re-casting every weight at every token)")
+    decoder: str = opt("auto", "rollout engine: lean (shared prefill, finished rows leave the batch; text models "
+                       "and LLaVA-type VLMs), hf (transformers generate), auto (lean where supported)",
+                       ["auto", "lean", "hf"])
+    share_prompt: bool = opt(True, "score a group's completions against one pass over their shared prompt (its KV "
+                             "cache, with gradients) instead of re-running the prompt for every sample")
     system_prompt: str = opt("", "system message; empty = the chat template's default")
     instruction: str = opt("", "answer-format instruction appended to each prompt; empty = the extractor's own")
 

@@ -68,7 +68,9 @@ def resolve_dtypes(device: torch.device, dtype: str, autocast: str) -> tuple[tor
     else:
         raise ValueError(f"dtype must be auto, {', '.join(names)}; got {dtype!r}")
     if autocast == "auto":
-        a = torch.bfloat16 if (w == torch.float32 and fast_bf16(device)) else None
+        # Not on CPU: oneDNN's bf16 kernels round differently depending on buffer addresses, so the same
+        # seed gave different samples in different processes (and fp32 trains faster here anyway).
+        a = torch.bfloat16 if (w == torch.float32 and device.type != "cpu" and fast_bf16(device)) else None
     elif autocast == "none":
         a = None
     elif autocast in names:

@@ -14,6 +14,7 @@ from ..data import Query
 from ..prompting import user_message
 from ..rollout import Completion, Prompt, TokenStats
 from .base import autocast_ctx, pick_device, resolve_dtypes
+from .decode import sample
 from .zoo import resolve_model
 
 log = logging.getLogger(__name__)
@@ -98,75 +99,114 @@ class HFCausalPolicy:
         return Prompt("\n\n".join(texts + [user_message(query, instruction)]) + "\n", tuple(query.images))
 
     # -- sampling --------------------------------------------------------------------------
+    def _lean_supported(self) -> bool:
+        """Whether the lean decode loop (decode.py) fits this model: plain 1-D positions."""
+        return True
+
+    def _use_lean(self) -> bool:
+        if self.cfg.decoder == "hf":
+            return False
+        if self._lean_supported():
+            return True
+        if self.cfg.decoder == "lean":
+            raise ValueError(f"decoder 'lean' does not support {type(self.model.base_model if hasattr(self.model, 'peft_config') else self.model).__name__}; use decoder hf or auto")
+        return False
+
     @contextlib.contextmanager
     @torch.no_grad()
-    def _merged(self):
-        """Sample from merged weights: unmerged LoRA doubles the per-token cost of HF generate here.
-        Each adapted layer gets a merged copy W + BA for the duration and its original tensor back
-        afterwards, so the base weights are never modified (peft's merge/unmerge round trip drifts
-        in the last bits, which would make resumed runs differ from unbroken ones)."""
-        swapped = []
-        if self.cfg.merge_for_sampling:
-            from peft.tuners.lora import LoraLayer
+    def _rollout_weights(self):
+        """Sample from transient copies of the linear weights: LoRA merged in (unmerged LoRA doubles the
+        per-token cost) and pre-cast to the autocast dtype (autocast would otherwise re-cast every weight at
+        every decoded token). Each copy holds exactly the values autocast computes with, and goes in as a new
+        Parameter object that is swapped back afterwards, so base weights are never modified (peft's
+        merge/unmerge round trip drifts in the last bits, which would make resumed runs differ from unbroken
+        ones) and tied weights (embeddings / lm_head) stay untouched for the modules that share them."""
+        from peft.tuners.lora import LoraLayer
 
-            for m in self.model.modules():
-                if not isinstance(m, LoraLayer) or m.merged or getattr(m, "lora_variant", None):
+        cast = self.autocast if self.cfg.cast_for_sampling else None
+        swapped = []
+        # linear layers inside a LoRA layer (its base layer, A and B) are handled by that layer
+        inside = {id(sub) for m in self.model.modules() if isinstance(m, LoraLayer) for sub in m.modules() if sub is not m}
+        for m in self.model.modules():
+            names = []
+            if isinstance(m, LoraLayer):
+                if not self.cfg.merge_for_sampling or m.merged or getattr(m, "lora_variant", None):
                     continue  # DoRA and other variants keep their unmerged forward
                 names = [a for a in m.active_adapters if a in m.lora_A]
-                if not names:
-                    continue
-                base = m.get_base_layer()
-                orig = base.weight.data
-                merged = orig.clone()
-                for a in names:
-                    merged += m.get_delta_weight(a).to(orig.dtype)
-                base.weight.data = merged
+                layer = m.get_base_layer()
+            elif isinstance(m, torch.nn.Linear) and cast is not None and id(m) not in inside:
+                layer = m
+            else:
+                continue
+            if not names and cast is None:
+                continue
+            orig = layer._parameters["weight"]
+            w = orig.detach().clone() if names else orig.detach()
+            for a in names:
+                w += m.get_delta_weight(a).to(w.dtype)
+            if cast is not None and w.dtype != cast and w.is_floating_point():
+                w = w.to(cast)
+            layer._parameters["weight"] = torch.nn.Parameter(w, requires_grad=False)
+            if names:
                 m.merged_adapters.extend(names)
-                swapped.append((m, base, orig, names))
+            swapped.append((m, layer, orig, names))
         try:
             yield
         finally:
-            for m, base, orig, names in swapped:
-                base.weight.data = orig
+            for m, layer, orig, names in reversed(swapped):
+                layer._parameters["weight"] = orig
                 for a in names:
                     m.merged_adapters.remove(a)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt | str], n: int, *, temperature: float | None, top_p: float = 1.0,
                  max_new_tokens: int, batch_size: int, seed: int, token_stats: bool = False) -> list[list[Completion]]:
-        with self._merged():
-            return self._generate(prompts, n, temperature, top_p, max_new_tokens, batch_size, seed, token_stats)
-
-    def _generate(self, prompts, n, temperature, top_p, max_new_tokens, batch_size, seed,
-                  token_stats) -> list[list[Completion]]:
-        greedy = temperature is None
         prompts = [p if isinstance(p, Prompt) else Prompt(p) for p in prompts]
+        lean = self._use_lean()
         per_chunk = max(1, batch_size // n)
         out: list[list[Completion]] = []
-        torch.manual_seed(seed)  # one seed per call: the same call gives the same samples
-        for start in range(0, len(prompts), per_chunk):
-            chunk = prompts[start:start + per_chunk]
-            # each prompt repeated n times (rather than num_return_sequences) keeps images aligned
-            enc = self._encode([p for p in chunk for _ in range(n)]).to(self.device)
-            kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-            with autocast_ctx(self.device, self.autocast):
-                gen = self.model.generate(**enc, **kwargs, max_new_tokens=max_new_tokens,
-                                          pad_token_id=self.tokenizer.pad_token_id, output_logits=token_stats,
-                                          return_dict_in_generate=True)
-            seqs = gen.sequences
-            width = enc["input_ids"].shape[1]
-            stats = _token_stats(gen.logits, seqs[:, width:]) if token_stats else None
-            for i, prompt in enumerate(chunk):
-                mask = enc["attention_mask"][i * n].bool()
-                prompt_ids = tuple(enc["input_ids"][i * n][mask].tolist())
-                group = []
-                for r in range(i * n, (i + 1) * n):
-                    ids, finished = self._cut(seqs[r, width:].tolist())
-                    text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                    st = None if stats is None else TokenStats(*(a[r, :len(ids)] for a in stats))
-                    group.append(Completion(prompt_ids, tuple(ids), text, finished, st, prompt.images))
-                out.append(group)
+        with self._rollout_weights(), autocast_ctx(self.device, self.autocast):
+            for k, start in enumerate(range(0, len(prompts), per_chunk)):
+                chunk = prompts[start:start + per_chunk]
+                if lean:  # one prefill per prompt; the sampler repeats its cache n times
+                    enc = self._encode(chunk).to(self.device)
+                    dec = sample(self.model, dict(enc), n, temperature=temperature, top_p=top_p,
+                                 max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, seed=seed * 7919 + k,
+                                 want_stats=token_stats)
+                    rows, prompt_row = _rows_from_lean(dec), lambda i: i
+                else:
+                    if k == 0:
+                        torch.manual_seed(seed)  # one seed per call: the same call gives the same samples
+                    # each prompt repeated n times (rather than num_return_sequences) keeps images aligned
+                    enc = self._encode([p for p in chunk for _ in range(n)]).to(self.device)
+                    rows, prompt_row = self._hf_generate(enc, temperature, top_p, max_new_tokens, token_stats), \
+                        lambda i: i * n
+                for i, prompt in enumerate(chunk):
+                    mask = enc["attention_mask"][prompt_row(i)].bool()
+                    prompt_ids = tuple(enc["input_ids"][prompt_row(i)][mask].tolist())
+                    group = []
+                    for ids, finished, st in rows[i * n:(i + 1) * n]:
+                        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                        group.append(Completion(prompt_ids, tuple(ids), text, finished,
+                                                None if st is None else TokenStats(*st), prompt.images))
+                    out.append(group)
         return out
+
+    def _hf_generate(self, enc, temperature, top_p, max_new_tokens, token_stats):
+        """transformers' generate: the fallback for models the lean loop does not cover."""
+        kwargs = dict(do_sample=False) if temperature is None else dict(do_sample=True, temperature=temperature,
+                                                                        top_p=top_p, top_k=0)
+        gen = self.model.generate(**enc, **kwargs, max_new_tokens=max_new_tokens,
+                                  pad_token_id=self.tokenizer.pad_token_id, output_logits=token_stats,
+                                  return_dict_in_generate=True)
+        width = enc["input_ids"].shape[1]
+        new = gen.sequences[:, width:]
+        stats = _token_stats(gen.logits, new) if token_stats else None
+        rows = []
+        for r in range(new.shape[0]):
+            ids, finished = self._cut(new[r].tolist())
+            rows.append((ids, finished, None if stats is None else tuple(a[r, :len(ids)] for a in stats)))
+        return rows
 
     def _cut(self, row: list[int]) -> tuple[list[int], bool]:
         for j, t in enumerate(row):
@@ -177,40 +217,91 @@ class HFCausalPolicy:
     # -- scoring ---------------------------------------------------------------------------
     def token_logprobs(self, completions: Sequence[Completion], *, temperature: float,
                        reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        pad = self.tokenizer.pad_token_id
-        lp = max(len(c.prompt_ids) for c in completions)
-        lc = max(max(len(c.ids) for c in completions), 1)
-        ids = torch.full((len(completions), lp + lc), pad, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for b, c in enumerate(completions):
-            p = len(c.prompt_ids)
-            ids[b, lp - p:lp] = torch.tensor(c.prompt_ids)
-            ids[b, lp:lp + len(c.ids)] = torch.tensor(c.ids, dtype=torch.long)
-            attn[b, lp - p:lp + len(c.ids)] = 1
-        ids, attn = ids.to(self.device), attn.to(self.device)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions (as in generate)
-        target = ids[:, lp:]
-        cmask = attn[:, lp:].float()
         model, ctx = self.model, torch.enable_grad()
         if reference:
             ctx = torch.no_grad()
             if self._ref_model is not None:
                 model = self._ref_model
-        extra = self._image_inputs(completions)
-        with ctx, autocast_ctx(self.device, self.autocast):
-            lora_ref = reference and self._ref_model is None and hasattr(self.model, "disable_adapter")
-            with self.model.disable_adapter() if lora_ref else contextlib.nullcontext():
-                logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=lc + 1,
-                               **extra).logits
-        logits = logits[:, :-1].float() / temperature  # the sampling distribution is softmax(z / T)
+        lora_ref = reference and self._ref_model is None and hasattr(self.model, "disable_adapter")
+        shared = self.cfg.share_prompt and self._lean_supported()
+        with ctx, autocast_ctx(self.device, self.autocast), \
+                self.model.disable_adapter() if lora_ref else contextlib.nullcontext():
+            score = self._score_shared if shared else self._score_full
+            logits, target, cmask = score(model, completions)
+        logits = logits.float() / temperature  # the sampling distribution is softmax(z / T)
         logp = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return logp * cmask, cmask
+
+    def _completion_batch(self, completions: Sequence[Completion]):
+        """Completion tokens right-padded [B, Lc] and their mask."""
+        lc = max(max(len(c.ids) for c in completions), 1)
+        ids = torch.full((len(completions), lc), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for b, c in enumerate(completions):
+            ids[b, :len(c.ids)] = torch.tensor(c.ids, dtype=torch.long)
+            mask[b, :len(c.ids)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _score_full(self, model, completions):
+        """Logits for each completion token from one pass over prompt + completion per sequence."""
+        lp = max(len(c.prompt_ids) for c in completions)
+        cids, cmask = self._completion_batch(completions)
+        lc = cids.shape[1]
+        ids = torch.full((len(completions), lp), self.tokenizer.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for b, c in enumerate(completions):
+            ids[b, lp - len(c.prompt_ids):] = torch.tensor(c.prompt_ids)
+            attn[b, lp - len(c.prompt_ids):] = 1
+        ids = torch.cat([ids.to(self.device), cids], dim=1)
+        attn = torch.cat([attn.to(self.device), cmask], dim=1)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions (as in generate)
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=lc + 1,
+                       **self._image_inputs(completions)).logits
+        return logits[:, :-1], cids, cmask.float()
+
+    def _score_shared(self, model, completions):
+        """The same logits, with each distinct prompt run once: its KV cache (carrying gradients) is
+        gathered for the completions that share it. The N samples of a group share their prompt, so the
+        prompt costs one pass instead of N; mathematically identical to _score_full."""
+        keys, owner, firsts = {}, [], []
+        for b, c in enumerate(completions):
+            k = (c.prompt_ids, c.images)
+            if k not in keys:
+                keys[k] = len(firsts)
+                firsts.append(c)
+            owner.append(keys[k])
+        lp = max(len(c.prompt_ids) for c in firsts)
+        pids = torch.full((len(firsts), lp), self.tokenizer.pad_token_id, dtype=torch.long)
+        pmask = torch.zeros_like(pids)
+        for i, c in enumerate(firsts):
+            pids[i, lp - len(c.prompt_ids):] = torch.tensor(c.prompt_ids)
+            pmask[i, lp - len(c.prompt_ids):] = 1
+        pids, pmask = pids.to(self.device), pmask.to(self.device)
+        ppos = (pmask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=pids, attention_mask=pmask, position_ids=ppos, use_cache=True, logits_to_keep=1,
+                    **self._image_inputs(firsts))
+        rows = torch.tensor(owner, device=self.device)
+        cache = out.past_key_values
+        cache.batch_select_indices(rows)  # differentiable gather: gradients reach the prompt pass
+        cids, cmask = self._completion_batch(completions)
+        lc = cids.shape[1]
+        cpos = ppos[rows, -1:] + 1 + torch.arange(lc, device=self.device)
+        attn = torch.cat([pmask[rows], cmask], dim=1)
+        rest = model(input_ids=cids, attention_mask=attn, position_ids=cpos, past_key_values=cache,
+                     use_cache=True).logits
+        logits = torch.cat([out.logits[rows, -1:], rest[:, :-1]], dim=1)  # the prompt's last logit predicts token 0
+        return logits, cids, cmask.float()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def save(self, path) -> None:
         self.model.save_pretrained(path)
+
+
+def _rows_from_lean(dec) -> list[tuple]:
+    stats = dec.stats or [None] * len(dec.tokens)
+    return list(zip(dec.tokens, dec.finished, stats))
 
 
 def _token_stats(step_logits, tokens: torch.Tensor):

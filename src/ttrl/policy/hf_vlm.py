@@ -31,8 +31,16 @@ def load_image(path: str):
         raise DataError(path, None, "image", f"cannot read the image ({e})") from None
 
 
+# families whose language model uses plain 1-D positions after the prefill, so the lean decode loop
+# fits; others (Qwen2-VL's 3-D M-RoPE positions, ...) sample with transformers' generate
+LEAN_DECODE_TYPES = ("llava",)
+
+
 class HFVisionPolicy(HFCausalPolicy):
     _cache_size = 512  # decoded images kept for re-scoring completions
+
+    def _lean_supported(self) -> bool:
+        return getattr(self.model.config, "model_type", None) in LEAN_DECODE_TYPES
 
     def _load_tokenizer(self, path):
         from transformers import AutoProcessor

@@ -1,0 +1,155 @@
+"""A lean sampling loop for Hugging Face decoder models: the rollout engine behind `decoder: lean`.
+
+What it does that `model.generate(prompt repeated N times)` does not:
+- one prefill per unique prompt (images encoded once), its KV cache then repeated for the N samples;
+- finished rows leave the batch (their cache rows are dropped once enough of them have finished);
+- per-token statistics (log-prob of the sampled token, entropy, self-certainty) come from the logits the
+  sampler already has, with no second pass and no [B, T, V] tensor;
+- the KV cache is preallocated for the whole budget and written in place (the stock cache concatenates,
+  copying every layer's keys and values at every token);
+- no logits processors, stopping criteria or generation-config machinery per token.
+Sampling is softmax(z / T) with optional nucleus filtering, from a seeded generator: same seed, same samples.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import DynamicLayer
+
+
+@dataclass
+class Decoded:
+    tokens: list[list[int]]  # per row, cut after the first EOS (kept) or at the budget
+    finished: list[bool]
+    stats: list[tuple] | None  # per row (logprobs, entropy, self_certainty) float arrays, when asked
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A cache layer with room for the whole token budget: update writes in place and hands attention a
+    view of the filled prefix, so a decoded token costs O(1) cache work instead of a full copy."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int):
+        super().__init__()
+        self.dtype, self.device = keys.dtype, keys.device
+        self._k = keys.new_zeros(*keys.shape[:2], capacity, keys.shape[-1])
+        self._v = values.new_zeros(*values.shape[:2], capacity, values.shape[-1])
+        self._n = keys.shape[-2]
+        self._k[:, :, :self._n], self._v[:, :, :self._n] = keys, values
+        self.is_initialized = True
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        t = key_states.shape[-2]
+        self._k[:, :, self._n:self._n + t], self._v[:, :, self._n:self._n + t] = key_states, value_states
+        self._n += t
+        self._expose()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._k, self._v = self._k[indices], self._v[indices]
+        self._expose()
+
+
+def preallocate(cache, extra: int) -> None:
+    """Swap the plain dynamic layers of a filled cache for preallocated ones with `extra` free slots
+    (sliding-window and other special layers keep their own kind)."""
+    for i, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys.numel():
+            cache.layers[i] = _PreallocatedLayer(layer.keys, layer.values, layer.keys.shape[-2] + extra)
+
+
+def pick(logits: torch.Tensor, temperature: float | None, top_p: float, generator: torch.Generator | None):
+    """Next tokens [B] from raw logits [B, V]: greedy when temperature is None, else an exact draw from
+    softmax(z / T) (nucleus-filtered when top_p < 1) by inverting its cumulative sum, which is several
+    times cheaper on CPU than torch.multinomial over a 50k vocabulary."""
+    if temperature is None:
+        return logits.argmax(-1)
+    z = logits.float() / temperature
+    weights = (z - z.amax(-1, keepdim=True)).exp_()  # unnormalised probabilities
+    order = None
+    if top_p < 1.0:
+        weights, order = weights.sort(dim=-1, descending=True)
+        mass = weights.cumsum(-1)
+        # keep the smallest prefix whose share reaches top_p (the first token always stays)
+        weights = weights.masked_fill(mass - weights > top_p * mass[:, -1:], 0.0)
+    cdf = weights.cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    tok = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
+    return tok if order is None else order.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def token_stats(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(log-prob of each chosen token, entropy, self-certainty) from raw logits [B, V], as float [B]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    certainty = -logp.mean(-1) - math.log(logp.shape[-1])  # KL(uniform || p), Kang et al. 2025
+    return chosen, entropy, certainty
+
+
+@torch.no_grad()
+def sample(model, inputs: dict, n: int, *, temperature: float | None, top_p: float, max_new_tokens: int,
+           eos_ids: set[int], seed: int, want_stats: bool = False, prune_fraction: float = 0.25) -> Decoded:
+    """n continuations of each of the P left-padded prompts in `inputs` (input_ids, attention_mask and
+    any image tensors); rows come back prompt-major: prompt 0's n samples, then prompt 1's, ...
+
+    prune_fraction: finished rows are dropped from the batch (a copy of the cache) once they make up
+    this share of it; dropping at every finish would copy the cache more often than it saves."""
+    mask = inputs["attention_mask"]
+    device = mask.device
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+    out = model(**inputs, position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1]
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+        logits, mask, pos = (t.repeat_interleave(n, dim=0) for t in (logits, mask, pos))
+    preallocate(cache, max_new_tokens)
+    width = mask.shape[1]
+    mask = torch.cat([mask, mask.new_ones(mask.shape[0], max_new_tokens)], dim=-1)  # sliced as tokens arrive
+    rows = mask.shape[0]
+    next_pos = pos[:, -1] + 1
+    generator = None if temperature is None else torch.Generator(device=device).manual_seed(seed)
+    eos = torch.tensor(sorted(eos_ids), device=device)
+
+    tokens = torch.zeros(rows, max_new_tokens, dtype=torch.long, device=device)
+    stats = torch.zeros(3, rows, max_new_tokens, device=device) if want_stats else None
+    length = torch.zeros(rows, dtype=torch.long, device=device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    alive = torch.arange(rows, device=device)  # original row of each batch row
+    done_in_batch = torch.zeros(rows, dtype=torch.bool, device=device)  # finished rows still in the batch
+
+    for t in range(max_new_tokens):
+        tok = pick(logits, temperature, top_p, generator)
+        live = ~done_in_batch
+        idx = alive[live]
+        tokens[idx, t] = tok[live]
+        length[idx] = t + 1
+        if stats is not None:
+            for k, s in enumerate(token_stats(logits[live], tok[live])):
+                stats[k, idx, t] = s
+        ended = live & torch.isin(tok, eos)
+        finished[alive[ended]] = True
+        done_in_batch |= ended
+        if bool(done_in_batch.all()) or t == max_new_tokens - 1:
+            break
+        if int(done_in_batch.sum()) >= max(1, prune_fraction * len(alive)):
+            keep = (~done_in_batch).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            alive, tok, mask, next_pos = alive[keep], tok[keep], mask[keep], next_pos[keep]
+            done_in_batch = done_in_batch[keep]
+        out = model(input_ids=tok[:, None], attention_mask=mask[:, :width + t + 1], position_ids=next_pos[:, None],
+                    past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        next_pos = next_pos + 1
+
+    lens, toks = length.tolist(), tokens.tolist()
+    rows_stats = None
+    if stats is not None:
+        s = stats.cpu().numpy()
+        rows_stats = [tuple(s[k, r, :lens[r]] for k in range(3)) for r in range(rows)]
+    return Decoded([toks[r][:lens[r]] for r in range(rows)], finished.tolist(), rows_stats)
