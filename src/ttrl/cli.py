@@ -133,7 +133,7 @@ def _report(cfg: Config, summary: dict) -> int:
               f"answered as they arrived, {summary['steps']} steps, reward {summary['reward']})")
         if summary.get("n_resets"):
             print(f"resets            {summary['n_resets']}, {1000 * summary['reset_seconds_mean']:.1f} ms each")
-        print(f"outputs in {out}/  ({summary['seconds']:.0f} s)")
+        print(f"outputs in {out}/  ({summary['seconds']:.0f} s, peak memory {summary['peak_rss_mb']:.0f} MB)")
         return 0
     print(f"\nbase accuracy     {_pct(summary['base_accuracy'])}   (greedy, {summary['n_eval']} items)")
     if summary.get("base_maj_accuracy") is not None:

@@ -1,6 +1,8 @@
 """`run(cfg)`: build a session, run its protocol, write summary.json."""
 from __future__ import annotations
 
+import resource
+import sys
 import time
 
 from .config import Config
@@ -19,8 +21,14 @@ def run(cfg: Config, resume: bool = False) -> dict:
         result = protocol(sess)
         summary = {**result, "reward": cfg.reward.reward, "answer_type": sess.answer_type, "model": cfg.model.model,
                    "data": cfg.data.data, "protocol": cfg.protocol.protocol, "seed": cfg.run.seed,
-                   "seconds": time.perf_counter() - t0}
+                   "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
         out.write_json("summary.json", summary)
         return summary
     finally:
         out.close()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)

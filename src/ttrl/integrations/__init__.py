@@ -1,0 +1,1 @@
+"""ttrl's label-free rewards inside other trainers (TRL's GRPOTrainer; VERL next), one file each."""
