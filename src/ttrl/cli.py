@@ -140,7 +140,7 @@ def _report(cfg: Config, summary: dict) -> int:
         print(f"base maj@{cfg.protocol.base_maj_votes:<8d} {_pct(summary['base_maj_accuracy'])}   (ceiling for sharpening)")
     print(f"adapted accuracy  {_pct(summary['adapted_accuracy'])}   "
           f"(after {summary['steps']} steps on {summary['n_adapt']} unlabeled items, reward {summary['reward']})")
-    print(f"outputs in {out}/  ({summary['seconds']:.0f} s)")
+    print(f"outputs in {out}/  ({summary['seconds']:.0f} s, peak memory {summary['peak_rss_mb']:.0f} MB)")
     return 0
 
 
