@@ -21,6 +21,8 @@ ROWS = {  # name -> reward flags
     "ttrv (paper form)": ["--reward", "ttrv", "--ttrv-form", "paper"],
     "ttrv (per-sample form)": ["--reward", "ttrv", "--ttrv-form", "per_sample"],
     "random": ["--reward", "random"],
+    # not in TTRV's table: its open question, a gate that skips groups whose vote is split
+    "majority + gate (vote share >= 0.75)": ["--reward", "majority", "--gate-min-majority", "0.75"],
 }
 # TTRV: 32 votes, 16 trained, T=1.0, KL 0.001, 2 epochs over 20 unlabeled test items, then greedy eval.
 # Scaled to the CPU: 16 votes / 8 trained; LoRA lr 2e-5 (the paper fine-tunes fully at 5e-7). At lr 1e-4 the
