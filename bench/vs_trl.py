@@ -48,7 +48,7 @@ def trl_steps(cfg, prompts, args, steps):
 
     class Clock(TrainerCallback):
         def __init__(self):
-            self.marks, self.tokens = [], []
+            self.marks = []
 
         def on_step_end(self, a, state, control, **kw):
             self.marks.append(time.perf_counter())

@@ -83,6 +83,11 @@ def pick(logits: torch.Tensor, temperature: float | None, top_p: float, generato
     return tok if order is None else order.gather(-1, tok[:, None]).squeeze(-1)
 
 
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for a left-padded attention mask: padding must not shift positions (as in generate)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def token_stats(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(log-prob of each chosen token, entropy, self-certainty) from raw logits [B, V], as float [B]."""
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -102,7 +107,7 @@ def sample(model, inputs: dict, n: int, *, temperature: float | None, top_p: flo
     this share of it; dropping at every finish would copy the cache more often than it saves."""
     mask = inputs["attention_mask"]
     device = mask.device
-    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+    pos = positions(mask)
     out = model(**inputs, position_ids=pos, use_cache=True, logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1]
     if n > 1:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 from typing import Sequence
 
 import torch
@@ -14,7 +13,8 @@ from ..data import Query
 from ..prompting import user_message
 from ..rollout import Completion, Prompt, TokenStats
 from .base import autocast_ctx, pick_device, resolve_dtypes
-from .decode import sample
+from .decode import positions, sample
+from .decode import token_stats as step_token_stats
 from .zoo import resolve_model
 
 log = logging.getLogger(__name__)
@@ -173,17 +173,16 @@ class HFCausalPolicy:
                     dec = sample(self.model, dict(enc), n, temperature=temperature, top_p=top_p,
                                  max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, seed=seed * 7919 + k,
                                  want_stats=token_stats)
-                    rows, prompt_row = _rows_from_lean(dec), lambda i: i
+                    rows, stride = _rows_from_lean(dec), 1
                 else:
                     if k == 0:
                         torch.manual_seed(seed)  # one seed per call: the same call gives the same samples
                     # each prompt repeated n times (rather than num_return_sequences) keeps images aligned
                     enc = self._encode([p for p in chunk for _ in range(n)]).to(self.device)
-                    rows, prompt_row = self._hf_generate(enc, temperature, top_p, max_new_tokens, token_stats), \
-                        lambda i: i * n
-                for i, prompt in enumerate(chunk):
-                    mask = enc["attention_mask"][prompt_row(i)].bool()
-                    prompt_ids = tuple(enc["input_ids"][prompt_row(i)][mask].tolist())
+                    rows, stride = self._hf_generate(enc, temperature, top_p, max_new_tokens, token_stats), n
+                for i, prompt in enumerate(chunk):  # row i * stride of the encoding holds prompt i
+                    mask = enc["attention_mask"][i * stride].bool()
+                    prompt_ids = tuple(enc["input_ids"][i * stride][mask].tolist())
                     group = []
                     for ids, finished, st in rows[i * n:(i + 1) * n]:
                         text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -242,20 +241,24 @@ class HFCausalPolicy:
             mask[b, :len(c.ids)] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _score_full(self, model, completions):
-        """Logits for each completion token from one pass over prompt + completion per sequence."""
+    def _prompt_batch(self, completions: Sequence[Completion]):
+        """The completions' prompt tokens left-padded [B, Lp] and their mask."""
         lp = max(len(c.prompt_ids) for c in completions)
-        cids, cmask = self._completion_batch(completions)
-        lc = cids.shape[1]
         ids = torch.full((len(completions), lp), self.tokenizer.pad_token_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
+        mask = torch.zeros_like(ids)
         for b, c in enumerate(completions):
             ids[b, lp - len(c.prompt_ids):] = torch.tensor(c.prompt_ids)
-            attn[b, lp - len(c.prompt_ids):] = 1
-        ids = torch.cat([ids.to(self.device), cids], dim=1)
-        attn = torch.cat([attn.to(self.device), cmask], dim=1)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions (as in generate)
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=lc + 1,
+            mask[b, lp - len(c.prompt_ids):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _score_full(self, model, completions):
+        """Logits for each completion token from one pass over prompt + completion per sequence."""
+        pids, pmask = self._prompt_batch(completions)
+        cids, cmask = self._completion_batch(completions)
+        lc = cids.shape[1]
+        ids = torch.cat([pids, cids], dim=1)
+        attn = torch.cat([pmask, cmask], dim=1)
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), logits_to_keep=lc + 1,
                        **self._image_inputs(completions)).logits
         return logits[:, :-1], cids, cmask.float()
 
@@ -270,14 +273,8 @@ class HFCausalPolicy:
                 keys[k] = len(firsts)
                 firsts.append(c)
             owner.append(keys[k])
-        lp = max(len(c.prompt_ids) for c in firsts)
-        pids = torch.full((len(firsts), lp), self.tokenizer.pad_token_id, dtype=torch.long)
-        pmask = torch.zeros_like(pids)
-        for i, c in enumerate(firsts):
-            pids[i, lp - len(c.prompt_ids):] = torch.tensor(c.prompt_ids)
-            pmask[i, lp - len(c.prompt_ids):] = 1
-        pids, pmask = pids.to(self.device), pmask.to(self.device)
-        ppos = (pmask.cumsum(-1) - 1).clamp(min=0)
+        pids, pmask = self._prompt_batch(firsts)
+        ppos = positions(pmask)
         out = model(input_ids=pids, attention_mask=pmask, position_ids=ppos, use_cache=True, logits_to_keep=1,
                     **self._image_inputs(firsts))
         rows = torch.tensor(owner, device=self.device)
@@ -307,10 +304,5 @@ def _rows_from_lean(dec) -> list[tuple]:
 def _token_stats(step_logits, tokens: torch.Tensor):
     """(logprob of sampled token, entropy, self-certainty) arrays [B, T] from the raw per-step logits
     that generate returns, one step at a time so no [B, T, V] tensor is built."""
-    cols = [[], [], []]
-    for t, logits in enumerate(step_logits):
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        cols[0].append(logp.gather(-1, tokens[:, t:t + 1]).squeeze(-1))
-        cols[1].append(-(logp.exp() * logp).sum(-1))
-        cols[2].append(-logp.mean(-1) - math.log(logp.shape[-1]))
-    return [torch.stack(c, dim=1).cpu().numpy() for c in cols]
+    steps = [step_token_stats(logits, tokens[:, t]) for t, logits in enumerate(step_logits)]
+    return [torch.stack(col, dim=1).cpu().numpy() for col in zip(*steps)]
