@@ -7,7 +7,10 @@ Paths:
   hf-plain    transformers generate on the peft model, prompt repeated N times (what TRL does)
   hf-merged   the same with the LoRA merged into transient weight copies (ttrl's session-1 sampler)
   lean        ttrl's decode loop: shared prefill, preallocated KV cache, finished rows leave the batch
-Throughput counts real sampled tokens (up to and including EOS); the ratio is against hf-plain.
+  llamacpp    llama.cpp sequences sharing the prompt's KV cells, F32 weights + the LoRA adapter (when
+              llama-cpp-python is installed); the adapter sync a training step adds is timed separately
+  llamacpp-q8 the same on Q8_0 weights (a close but different policy: the update reweights its tokens)
+Throughput counts real sampled tokens (up to and including EOS); ratios are against hf-plain.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ import torch
 
 PATHS = {"hf-plain": dict(decoder="hf", merge_for_sampling=False),
          "hf-merged": dict(decoder="hf", merge_for_sampling=True),
-         "lean": dict(decoder="lean", merge_for_sampling=True)}
+         "lean": dict(decoder="lean", merge_for_sampling=True),
+         "llamacpp": dict(decoder="llamacpp", llamacpp_weights="f32"),
+         "llamacpp-q8": dict(decoder="llamacpp", llamacpp_weights="q8_0")}
 
 
 def main() -> None:
@@ -46,15 +51,40 @@ def main() -> None:
     data = load_dataset(cfg.data.data, cfg.data.task_args, max(args.prompts), 0)
     instruction = get_extractor("number").instruction
     prompts = [policy.render(it.query, instruction) for it in data.items]
-    policy.generate(prompts[:1], 2, temperature=1.0, max_new_tokens=4, batch_size=8, seed=0)  # warm-up
+    paths = dict(PATHS)
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        paths.pop("llamacpp")
+        print("llama-cpp-python not installed: llamacpp path skipped")
+    for path, opts in paths.items():  # warm-up (and llama.cpp's one-time export of the base weights)
+        for k, v in opts.items():
+            setattr(policy.cfg, k, v)
+        t0 = time.perf_counter()
+        policy.generate(prompts[:1], 2, temperature=1.0, max_new_tokens=4, batch_size=8, seed=0)
+        if path.startswith("llamacpp"):
+            print(f"{path} one-time setup (export of the base weights + load): {time.perf_counter() - t0:.2f} s")
+    if "llamacpp" in paths:  # what each training step adds: re-export and reload the changed adapter
+        lora = [p for n, p in policy.model.named_parameters() if "lora_" in n]
+        times = []
+        for r in range(5):
+            with torch.no_grad():
+                lora[0].add_(0.0)  # an in-place update, as the optimizer makes
+            t0 = time.perf_counter()
+            policy._llamacpp()
+            times.append(time.perf_counter() - t0)
+        print(f"llamacpp adapter sync per training step: {1e3 * min(times):.0f} ms "
+              f"({sum(p.numel() for p in lora) / 1e6:.1f}M LoRA parameters)")
 
     print(f"default model + LoRA r{cfg.model.lora_r}, T {args.temperature}, up to {args.max_new_tokens} new tokens, "
           f"best of {args.repeats}, torch threads {torch.get_num_threads()}")
-    print(f"{'prompts':>7} {'N':>4} " + "".join(f"{p + ' tok/s':>16}" for p in PATHS) + f"{'lean / hf-plain':>17}")
+    fast = [p for p in paths if p not in ("hf-plain", "hf-merged")]
+    print("tokens per second, and the ratio to hf-plain")
+    print(f"{'prompts':>7} {'N':>4} " + "".join(f"{p:>12}" for p in paths) + "".join(f"{p:>13}" for p in fast))
     for n_prompts in args.prompts:
         for n in args.n:
             rate = {}
-            for path, opts in PATHS.items():
+            for path, opts in paths.items():
                 for k, v in opts.items():
                     setattr(policy.cfg, k, v)
                 best = 0.0
@@ -65,8 +95,8 @@ def main() -> None:
                     dt = time.perf_counter() - t0
                     best = max(best, sum(len(c.ids) for g in groups for c in g) / dt)
                 rate[path] = best
-            print(f"{n_prompts:>7} {n:>4} " + "".join(f"{rate[p]:>16.0f}" for p in PATHS)
-                  + f"{rate['lean'] / rate['hf-plain']:>16.2f}x", flush=True)
+            print(f"{n_prompts:>7} {n:>4} " + "".join(f"{rate[p]:>12.0f}" for p in paths)
+                  + "".join(f"{rate[p] / rate['hf-plain']:>12.2f}x" for p in fast), flush=True)
 
 
 if __name__ == "__main__":

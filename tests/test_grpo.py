@@ -77,3 +77,24 @@ def test_aggregation_hand_values_and_micro_batches_add_up():
         assert parts.item() == pytest.approx(whole.item())
     with pytest.raises(ValueError):
         aggregate(tok, mask, "sum", 3.0, 2)
+
+
+def test_truncated_importance_weights_scale_the_policy_gradient_term_only():
+    from ttrl.grpo import tis_weights
+
+    # policy 0.5 vs sampler 0.25 -> ratio 2, truncated at 1.5; policy 0.2 vs sampler 0.4 -> 0.5 (not truncated)
+    old = torch.tensor([[math.log(0.5), math.log(0.2)]])
+    sampler = torch.tensor([[math.log(0.25), math.log(0.4)]])
+    w = tis_weights(old, sampler, cap=1.5)
+    assert w[0].tolist() == pytest.approx([1.5, 0.5], rel=1e-6)
+    logp = old.clone().requires_grad_(True)
+    ref = old - 1.0
+    loss, kl, _ = grpo_token_loss(logp, logp.detach(), torch.tensor([2.0]), ref, kl_coef=0.1, is_weight=w)
+    k = k3_kl(old, ref)
+    # on-policy surrogate is ratio * A = A per token; the weight multiplies it, the KL term is untouched
+    assert loss.detach()[0].tolist() == pytest.approx([-3.0 + 0.1 * k[0, 0].item(), -1.0 + 0.1 * k[0, 1].item()], rel=1e-6)
+    loss.sum().backward()
+    plain = old.clone().requires_grad_(True)
+    grpo_token_loss(plain, plain.detach(), torch.tensor([2.0]), ref, kl_coef=0.1)[0].sum().backward()
+    kl_grad = plain.grad + 2.0  # d/dlogp of the unweighted loss is -A + 0.1 dKL
+    assert logp.grad[0].tolist() == pytest.approx((kl_grad - 2.0 * w)[0].tolist(), rel=1e-5)

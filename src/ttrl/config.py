@@ -49,8 +49,14 @@ class ModelConfig:
     cast_for_sampling: bool = opt(True, "sample from linear weights pre-cast to the autocast dtype (exact: the values "
                                   "autocast would compute with, without re-casting every weight at every token)")
     decoder: str = opt("auto", "rollout engine: lean (shared prefill, finished rows leave the batch; text models "
-                       "and LLaVA-type VLMs), hf (transformers generate), auto (lean where supported)",
-                       ["auto", "lean", "hf"])
+                       "and LLaVA-type VLMs), hf (transformers generate), llamacpp (llama.cpp sequences on F32 "
+                       "weights + the LoRA adapter synced each step; llama-architecture text models; needs "
+                       "llama-cpp-python), auto (lean where supported)", ["auto", "lean", "hf", "llamacpp"])
+    llamacpp_weights: str = opt("f32", "decoder llamacpp: weight type of its copy of the base model. f32 samples from "
+                                "the policy itself; f16 and q8_0 read 2x / 4x less memory per token but sample from a "
+                                "slightly different policy, reweighted by grpo.tis_cap (Yao et al. 2025; learned less than f32 in "
+                                "the default run, docs/performance.md)",
+                                ["f32", "f16", "q8_0"])
     share_prompt: bool = opt(True, "score a group's completions against one pass over their shared prompt (its KV "
                              "cache, with gradients) instead of re-running the prompt for every sample")
     system_prompt: str = opt("", "system message; empty = the chat template's default")
@@ -96,6 +102,9 @@ class GRPOConfig:
     loss_agg: str = opt("token_mean", "token_mean over all trained tokens (DAPO/VERL default) or seq_mean (GRPO paper)", ["token_mean", "seq_mean"])
     prompts_per_step: int = opt(4, "prompts (groups) per optimiser step")
     micro_batch: int = opt(16, "sequences per forward/backward chunk (gradient accumulation)")
+    tis_cap: float = opt(2.0, "truncated importance sampling cap C (Yao et al. 2025): tokens from a rollout engine "
+                         "that is not exactly the policy (llamacpp_weights f16/q8_0) weigh min(pi/pi_sampler, C); "
+                         "0 = no correction")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """GRPO as pure tensor functions: group-normalised advantages and the clipped, KL-regularised loss.
 
 References: Shao et al. 2024 (GRPO), Schulman et al. 2017 (clipped surrogate), Schulman 2020 (k3 KL
-estimator), Liu et al. 2025 (Dr. GRPO: no std scaling).
+estimator), Liu et al. 2025 (Dr. GRPO: no std scaling), Yao et al. 2025 (truncated importance sampling
+for rollout engines that are not exactly the policy).
 """
 from __future__ import annotations
 
@@ -24,12 +25,20 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
-def grpo_token_loss(logp, old_logp, adv, ref_logp=None, *, clip_eps: float = 0.2, kl_coef: float = 0.0):
-    """Per-token loss -min(rho A, clip(rho) A) + beta KL; logp/old/ref [B, T], adv [B]."""
+def tis_weights(old_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """min(pi_old / pi_sampler, cap) per token (Yao et al. 2025): tokens drawn by a rollout engine that is not
+    exactly the policy (quantized weights, vLLM) reweighted towards the policy, truncated for variance."""
+    return torch.exp(old_logp - sampler_logp).clamp(max=cap).detach()
+
+
+def grpo_token_loss(logp, old_logp, adv, ref_logp=None, *, clip_eps: float = 0.2, kl_coef: float = 0.0,
+                    is_weight=None):
+    """Per-token loss -w min(rho A, clip(rho) A) + beta KL; logp/old/ref/w [B, T], adv [B].
+    is_weight w: importance weights for tokens sampled off the policy (tis_weights); None = 1."""
     ratio = torch.exp(logp - old_logp)
     a = adv.unsqueeze(-1)
     surrogate = torch.minimum(ratio * a, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * a)
-    loss = -surrogate
+    loss = -surrogate if is_weight is None else -is_weight * surrogate
     kl = None
     if ref_logp is not None:
         kl = k3_kl(logp, ref_logp)

@@ -35,3 +35,6 @@ class Completion:
     finished: bool  # stopped by EOS rather than by the token budget
     stats: TokenStats | None = None  # filled when a reward asks for token statistics
     images: tuple[str, ...] = ()  # the prompt's images, needed again to score the completion
+    # log-prob of each token under the distribution it was drawn from (softmax(z / T) of the rollout engine),
+    # kept only when that engine is not the policy itself (quantized weights): the update corrects for it
+    sampler_logprobs: np.ndarray | None = None

@@ -15,7 +15,7 @@ import torch
 from .config import GRPOConfig, SafeguardConfig, SamplingConfig
 from .data import Query
 from .extractors import Extractor, equivalence_classes
-from .grpo import aggregate, group_advantages, grpo_token_loss
+from .grpo import aggregate, group_advantages, grpo_token_loss, tis_weights
 from .policy.base import Policy
 from .rewards import Group, Reward, RewardContext
 from .rewards.voting import majority_class, vote_stats
@@ -153,6 +153,9 @@ class Trainer:
             with torch.no_grad():
                 olds = [self.policy.token_logprobs([c for c, _ in ch], temperature=temp)[0].detach() for ch in chunks]
         sums = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
+        off_policy = any(c.sampler_logprobs is not None for c, _ in items)
+        if off_policy:
+            sums.update(rollout_kl=0.0, tis_weight=0.0)
         params = self.policy.trainable_parameters()
         for _ in range(g.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
@@ -161,7 +164,16 @@ class Trainer:
                 old = olds[k] if olds is not None else logp.detach()
                 adv = torch.tensor([a for _, a in ch], dtype=logp.dtype, device=logp.device)
                 ref = refs[k] if refs is not None else None
-                tok_loss, kl, ratio = grpo_token_loss(logp, old, adv, ref, clip_eps=g.clip_eps, kl_coef=g.kl_coef)
+                weight = None
+                if off_policy:
+                    sampler = _padded([c.sampler_logprobs for c, _ in ch], old)
+                    # KL(sampler || policy) estimated on the sampled tokens: how far the engine is from the policy
+                    sums["rollout_kl"] += float(((sampler - old) * mask).sum()) / total_tokens / g.ppo_epochs
+                    if g.tis_cap > 0:
+                        weight = tis_weights(old, sampler, g.tis_cap)
+                        sums["tis_weight"] += float((weight * mask).sum()) / total_tokens / g.ppo_epochs
+                tok_loss, kl, ratio = grpo_token_loss(logp, old, adv, ref, clip_eps=g.clip_eps, kl_coef=g.kl_coef,
+                                                      is_weight=weight)
                 loss = aggregate(tok_loss, mask, g.loss_agg, total_tokens, len(items))
                 loss.backward()
                 sums["loss"] += loss.item() / g.ppo_epochs
@@ -174,6 +186,15 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return sums
+
+
+def _padded(rows: list[np.ndarray | None], like: torch.Tensor) -> torch.Tensor:
+    """Per-token arrays right-padded to `like`'s [B, T]; a row without one (an exact engine) copies `like`."""
+    out = like.detach().clone()
+    for b, r in enumerate(rows):
+        if r is not None:
+            out[b, :len(r)] = torch.as_tensor(r, dtype=out.dtype, device=out.device)
+    return out
 
 
 def _certainty(comps: list[Completion]) -> dict[str, float]:

@@ -24,6 +24,7 @@ class Decoded:
     tokens: list[list[int]]  # per row, cut after the first EOS (kept) or at the budget
     finished: list[bool]
     stats: list[tuple] | None  # per row (logprobs, entropy, self_certainty) float arrays, when asked
+    sampler_logp: list | None = None  # per row log softmax(z / T) of the drawn tokens, when asked (llamacpp.py)
 
 
 class _PreallocatedLayer(DynamicLayer):

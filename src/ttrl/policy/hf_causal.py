@@ -33,6 +33,7 @@ class HFCausalPolicy:
         model = self._load_model(path).to(self.device)
         self.eos_ids = self._eos_ids(model)
         self._ref_model = None
+        self._engines = {}  # llama.cpp rollout engines by weight type, each built on first use
         if cfg.finetune == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -162,13 +163,21 @@ class HFCausalPolicy:
     def generate(self, prompts: Sequence[Prompt | str], n: int, *, temperature: float | None, top_p: float = 1.0,
                  max_new_tokens: int, batch_size: int, seed: int, token_stats: bool = False) -> list[list[Completion]]:
         prompts = [p if isinstance(p, Prompt) else Prompt(p) for p in prompts]
-        lean = self._use_lean()
+        engine = self._llamacpp() if self.cfg.decoder == "llamacpp" else None
+        lean = engine is None and self._use_lean()
         per_chunk = max(1, batch_size // n)
         out: list[list[Completion]] = []
-        with self._rollout_weights(), autocast_ctx(self.device, self.autocast):
+        weights = contextlib.nullcontext() if engine else self._rollout_weights()
+        with weights, autocast_ctx(self.device, self.autocast):
             for k, start in enumerate(range(0, len(prompts), per_chunk)):
                 chunk = prompts[start:start + per_chunk]
-                if lean:  # one prefill per prompt; the sampler repeats its cache n times
+                if engine is not None:  # llama.cpp sequences; the adapter was synced above
+                    enc = self._encode(chunk)
+                    ids = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
+                    dec = engine.sample(ids, n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                        eos_ids=self.eos_ids, seed=seed * 7919 + k, want_stats=token_stats)
+                    rows, stride = _rows_from_lean(dec), 1
+                elif lean:  # one prefill per prompt; the sampler repeats its cache n times
                     enc = self._encode(chunk).to(self.device)
                     dec = sample(self.model, dict(enc), n, temperature=temperature, top_p=top_p,
                                  max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, seed=seed * 7919 + k,
@@ -184,12 +193,28 @@ class HFCausalPolicy:
                     mask = enc["attention_mask"][i * stride].bool()
                     prompt_ids = tuple(enc["input_ids"][i * stride][mask].tolist())
                     group = []
-                    for ids, finished, st in rows[i * n:(i + 1) * n]:
+                    for ids, finished, st, own in rows[i * n:(i + 1) * n]:
                         text = self.tokenizer.decode(ids, skip_special_tokens=True)
                         group.append(Completion(prompt_ids, tuple(ids), text, finished,
-                                                None if st is None else TokenStats(*st), prompt.images))
+                                                None if st is None else TokenStats(*st), prompt.images, own))
                     out.append(group)
         return out
+
+    def _llamacpp(self):
+        """The llama.cpp engine for the configured weight type (built on first use: exports the base weights
+        once), its adapter synced to the current LoRA weights."""
+        weights = self.cfg.llamacpp_weights
+        if weights not in self._engines:
+            if self.cfg.finetune != "lora":
+                raise ValueError('decoder "llamacpp" syncs a LoRA adapter each step; use finetune lora '
+                                 '(full fine-tuning would re-export the whole model every step)')
+            from .llamacpp import LlamaCppEngine
+
+            self._engines[weights] = LlamaCppEngine(self.model, self.tokenizer, threads=torch.get_num_threads(),
+                                                    weights=weights)
+        engine = self._engines[weights]
+        engine.sync(self.model)
+        return engine
 
     def _hf_generate(self, enc, temperature, top_p, max_new_tokens, token_stats):
         """transformers' generate: the fallback for models the lean loop does not cover."""
@@ -204,7 +229,7 @@ class HFCausalPolicy:
         rows = []
         for r in range(new.shape[0]):
             ids, finished = self._cut(new[r].tolist())
-            rows.append((ids, finished, None if stats is None else tuple(a[r, :len(ids)] for a in stats)))
+            rows.append((ids, finished, None if stats is None else tuple(a[r, :len(ids)] for a in stats), None))
         return rows
 
     def _cut(self, row: list[int]) -> tuple[list[int], bool]:
@@ -297,8 +322,9 @@ class HFCausalPolicy:
 
 
 def _rows_from_lean(dec) -> list[tuple]:
-    stats = dec.stats or [None] * len(dec.tokens)
-    return list(zip(dec.tokens, dec.finished, stats))
+    """(tokens, finished, stats, sampler log-probs) per row of a Decoded."""
+    none = [None] * len(dec.tokens)
+    return list(zip(dec.tokens, dec.finished, dec.stats or none, dec.sampler_logp or none))
 
 
 def _token_stats(step_logits, tokens: torch.Tensor):
