@@ -5,17 +5,18 @@ import numpy as np
 import pytest
 import torch
 
+from ttrl.config import ConfigError
 from ttrl.data import Query
 
 
 def test_unsupported_models_get_a_clear_error():
     from ttrl.policy.llamacpp import _Layout
 
-    with pytest.raises(ValueError, match="supports model types"):
+    with pytest.raises(ConfigError, match="supports model types"):
         _Layout(SimpleNamespace(model_type="gpt2"))
     llama3 = SimpleNamespace(model_type="llama", rope_parameters={"rope_type": "llama3"}, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2)
-    with pytest.raises(ValueError, match="rope scaling"):
+    with pytest.raises(ConfigError, match="rope scaling"):
         _Layout(llama3)
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 from ..data import Query
 from ..prompting import user_message
 from ..rollout import Completion, Prompt, TokenStats
@@ -49,7 +49,14 @@ class HFCausalPolicy:
         else:
             raise ValueError(f"finetune must be lora or full, got {cfg.finetune!r}")
         self.model = model
-        self.model.eval()  # no dropout in rollouts; LoRA dropout defaults to 0 for the same reason
+        self.model.eval()
+        if cfg.decoder == "llamacpp":
+            from .llamacpp import check_supported
+
+            if cfg.finetune != "lora":
+                raise ConfigError('decoder "llamacpp" syncs a LoRA adapter each step; use finetune lora '
+                                  '(full fine-tuning would re-export the whole model every step)')
+            check_supported(model)  # no dropout in rollouts; LoRA dropout defaults to 0 for the same reason
 
     # -- hooks a subclass overrides (vision-language models: hf_vlm.py) ---------------------------
     def _load_tokenizer(self, path):
@@ -205,9 +212,6 @@ class HFCausalPolicy:
         once), its adapter synced to the current LoRA weights."""
         weights = self.cfg.llamacpp_weights
         if weights not in self._engines:
-            if self.cfg.finetune != "lora":
-                raise ValueError('decoder "llamacpp" syncs a LoRA adapter each step; use finetune lora '
-                                 '(full fine-tuning would re-export the whole model every step)')
             from .llamacpp import LlamaCppEngine
 
             self._engines[weights] = LlamaCppEngine(self.model, self.tokenizer, threads=torch.get_num_threads(),

@@ -1,6 +1,6 @@
 """A llama.cpp rollout engine, behind `decoder: llamacpp`.
 
-- The policy's base weights are exported once to an F32 GGUF.
+- The policy's base weights are exported once to GGUF (f32; or f16 / q8_0, which are not exact).
 - Its LoRA adapter is re-exported whenever the weights have changed since the last rollout (a few MB).
 - The N samples of each prompt decode as parallel llama.cpp sequences that share the prompt's KV cells (one
   prefill per prompt), and a finished sequence simply leaves the next batch.
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from .decode import Decoded, pick, token_stats
 
 # transformers model_type -> (GGUF architecture, whether q/k rows are permuted for llama.cpp's rope layout)
@@ -34,9 +35,15 @@ def _import():
     try:
         import llama_cpp
     except ImportError as e:  # optional: a source build
-        raise ImportError('decoder "llamacpp" needs llama-cpp-python: CMAKE_ARGS="-DGGML_NATIVE=OFF" '
+        raise ConfigError('decoder "llamacpp" needs llama-cpp-python: CMAKE_ARGS="-DGGML_NATIVE=OFF" '
                           'pip install llama-cpp-python (a source build, about 5 minutes on 2 cores)') from e
     return llama_cpp
+
+
+def check_supported(model) -> None:
+    """Fail before any work when llama-cpp-python is missing or the model cannot be exported."""
+    _import()
+    _Layout(model.config)
 
 
 def _permute(w: np.ndarray, heads: int) -> np.ndarray:
@@ -52,14 +59,14 @@ class _Layout:
 
         mt = getattr(config, "model_type", None)
         if mt not in ARCHITECTURES:
-            raise ValueError(f'decoder "llamacpp" supports model types {sorted(ARCHITECTURES)}; this model is '
+            raise ConfigError(f'decoder "llamacpp" supports model types {sorted(ARCHITECTURES)}; this model is '
                              f'{mt!r} (use decoder lean or hf)')
         rope = getattr(config, "rope_scaling", None) or getattr(config, "rope_parameters", None) or {}
         if rope.get("rope_type", rope.get("type", "default")) != "default":
-            raise ValueError(f'decoder "llamacpp" does not export rope scaling {rope.get("rope_type")!r}; '
+            raise ConfigError(f'decoder "llamacpp" does not export rope scaling {rope.get("rope_type")!r}; '
                              'use decoder lean or hf')
         if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
-            raise ValueError('decoder "llamacpp" does not export linear biases; use decoder lean or hf')
+            raise ConfigError('decoder "llamacpp" does not export linear biases; use decoder lean or hf')
         self.config = config
         self.arch, permute = ARCHITECTURES[mt]
         arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == self.arch)
