@@ -155,7 +155,7 @@ class Trainer:
         sums = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
         off_policy = any(c.sampler_logprobs is not None for c, _ in items)
         if off_policy:
-            sums.update(rollout_kl=0.0, tis_weight=0.0)
+            sums.update(rollout_kl=0.0, **({"tis_weight": 0.0} if g.tis_cap > 0 else {}))
         params = self.policy.trainable_parameters()
         for _ in range(g.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
