@@ -55,8 +55,8 @@ def main() -> None:
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
-        paths.pop("llamacpp")
-        print("llama-cpp-python not installed: llamacpp path skipped")
+        paths = {p: o for p, o in paths.items() if not p.startswith("llamacpp")}
+        print("llama-cpp-python not installed: llamacpp paths skipped")
     for path, opts in paths.items():  # warm-up (and llama.cpp's one-time export of the base weights)
         for k, v in opts.items():
             setattr(policy.cfg, k, v)

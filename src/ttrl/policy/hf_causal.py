@@ -49,14 +49,14 @@ class HFCausalPolicy:
         else:
             raise ValueError(f"finetune must be lora or full, got {cfg.finetune!r}")
         self.model = model
-        self.model.eval()
+        self.model.eval()  # no dropout in rollouts; LoRA dropout defaults to 0 for the same reason
         if cfg.decoder == "llamacpp":
             from .llamacpp import check_supported
 
             if cfg.finetune != "lora":
                 raise ConfigError('decoder "llamacpp" syncs a LoRA adapter each step; use finetune lora '
                                   '(full fine-tuning would re-export the whole model every step)')
-            check_supported(model)  # no dropout in rollouts; LoRA dropout defaults to 0 for the same reason
+            check_supported(model)
 
     # -- hooks a subclass overrides (vision-language models: hf_vlm.py) ---------------------------
     def _load_tokenizer(self, path):
@@ -178,18 +178,15 @@ class HFCausalPolicy:
         with weights, autocast_ctx(self.device, self.autocast):
             for k, start in enumerate(range(0, len(prompts), per_chunk)):
                 chunk = prompts[start:start + per_chunk]
+                opts = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+                        "eos_ids": self.eos_ids, "seed": seed * 7919 + k, "want_stats": token_stats}
                 if engine is not None:  # llama.cpp sequences; the adapter was synced above
                     enc = self._encode(chunk)
                     ids = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
-                    dec = engine.sample(ids, n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                        eos_ids=self.eos_ids, seed=seed * 7919 + k, want_stats=token_stats)
-                    rows, stride = _rows_from_lean(dec), 1
+                    rows, stride = _rows_from_lean(engine.sample(ids, n, **opts)), 1
                 elif lean:  # one prefill per prompt; the sampler repeats its cache n times
                     enc = self._encode(chunk).to(self.device)
-                    dec = sample(self.model, dict(enc), n, temperature=temperature, top_p=top_p,
-                                 max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, seed=seed * 7919 + k,
-                                 want_stats=token_stats)
-                    rows, stride = _rows_from_lean(dec), 1
+                    rows, stride = _rows_from_lean(sample(self.model, dict(enc), n, **opts)), 1
                 else:
                     if k == 0:
                         torch.manual_seed(seed)  # one seed per call: the same call gives the same samples

@@ -146,6 +146,10 @@ def export_base(model, tokenizer, layout: _Layout, path: Path, weights: str = "f
         else:
             q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0)
             w.add_tensor(g, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    _write(w)
+
+
+def _write(w) -> None:
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -173,8 +177,8 @@ def lora_layers(model):
             active = [a for a in m.active_adapters if a in m.lora_A]
             if len(active) > 1:
                 raise ValueError('decoder "llamacpp" exports one active LoRA adapter at a time')
-            if getattr(m, "use_dora", {}).get(active[0], False) if active else False:
-                raise ValueError('decoder "llamacpp" does not export DoRA adapters')
+            if active and getattr(m, "lora_variant", None):  # as HFCausalPolicy._rollout_weights tells them apart
+                raise ValueError('decoder "llamacpp" does not export DoRA or other LoRA variants')
             out += [(_clean(name) + ".weight", m, a) for a in active]
     return out
 
@@ -194,10 +198,7 @@ def export_lora(layers, layout: _Layout, path: Path) -> None:
         lora_b = (m.lora_B[a].weight.detach().float() * m.scaling[a]).cpu().numpy()
         w.add_tensor(g + ".lora_a", lora_a)
         w.add_tensor(g + ".lora_b", layout.rows(g, lora_b))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    _write(w)
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -265,7 +266,7 @@ class LlamaCppEngine:
         self.close_context()
         cells, seqs, tokens = max(cells, self._cells), max(seqs, self._seqs), max(tokens, self._tokens, 64)
         if seqs > L.llama_max_parallel_sequences():
-            raise ValueError(f"llama.cpp decodes at most {L.llama_max_parallel_sequences()} sequences at once; "
+            raise ConfigError(f"llama.cpp decodes at most {L.llama_max_parallel_sequences()} sequences at once; "
                              f"lower the rollout batch_size (asked for {seqs})")
         p = L.llama_context_default_params()
         p.n_ctx = -(-cells // 256) * 256
