@@ -1,16 +1,21 @@
 """Rollout throughput: N samples of one prompt (and of several prompts at once) on the default model with a
 LoRA adapter, by each sampling path, measured side by side in one run.
 
-    python bench/rollout.py [--n 8 32] [--prompts 1 4] [--max-new-tokens 48] [--repeats 2]
+    python bench/rollout.py [--n 8 32] [--prompts 1 4] [--max-new-tokens 48] [--repeats 4]
 
 Paths:
-  hf-plain    transformers generate on the peft model, prompt repeated N times (what TRL does)
+  hf-plain    transformers generate on the peft model, prompt repeated N times (what TRL does); with several
+              prompts, one call for all of them
+  hf-1by1     the same, one generate call per prompt: plain HF generate for N samples of one prompt, which is
+              the issue-6 baseline; the last columns compare each path on the whole P x N workload against it
   hf-merged   the same with the LoRA merged into transient weight copies (ttrl's session-1 sampler)
   lean        ttrl's decode loop: shared prefill, preallocated KV cache, finished rows leave the batch
   llamacpp    llama.cpp sequences sharing the prompt's KV cells, F32 weights + the LoRA adapter (when
               llama-cpp-python is installed); the adapter sync a training step adds is timed separately
   llamacpp-q8 the same on Q8_0 weights (a close but different policy: the update reweights its tokens)
-Throughput counts real sampled tokens (up to and including EOS); ratios are against hf-plain.
+Throughput counts real sampled tokens (up to and including EOS), summed over the repeats, each on different
+prompts and a different seed (one group's time depends on how long its samples turn out, so a single group is
+noisy); ratios are against hf-plain, then against hf-1by1 (the same for one prompt).
 """
 from __future__ import annotations
 
@@ -20,11 +25,12 @@ import time
 import numpy as np
 import torch
 
-PATHS = {"hf-plain": dict(decoder="hf", merge_for_sampling=False),
-         "hf-merged": dict(decoder="hf", merge_for_sampling=True),
-         "lean": dict(decoder="lean", merge_for_sampling=True),
-         "llamacpp": dict(decoder="llamacpp", llamacpp_weights="f32"),
-         "llamacpp-q8": dict(decoder="llamacpp", llamacpp_weights="q8_0")}
+PATHS = {"hf-plain": {"decoder": "hf", "merge_for_sampling": False},
+         "hf-1by1": {"decoder": "hf", "merge_for_sampling": False},
+         "hf-merged": {"decoder": "hf", "merge_for_sampling": True},
+         "lean": {"decoder": "lean", "merge_for_sampling": True},
+         "llamacpp": {"decoder": "llamacpp", "llamacpp_weights": "f32"},
+         "llamacpp-q8": {"decoder": "llamacpp", "llamacpp_weights": "q8_0"}}
 
 
 def main() -> None:
@@ -33,7 +39,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=4, help="rounds, each on new prompts and seed")
     args = ap.parse_args()
 
     from ttrl.config import Config
@@ -48,7 +54,7 @@ def main() -> None:
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 1e-3, generator=torch.Generator().manual_seed(1))
-    data = load_dataset(cfg.data.data, cfg.data.task_args, max(args.prompts), 0)
+    data = load_dataset(cfg.data.data, cfg.data.task_args, max(args.prompts) * args.repeats, 0)
     instruction = get_extractor("number").instruction
     prompts = [policy.render(it.query, instruction) for it in data.items]
     paths = dict(PATHS)
@@ -77,26 +83,30 @@ def main() -> None:
               f"({sum(p.numel() for p in lora) / 1e6:.1f}M LoRA parameters)")
 
     print(f"default model + LoRA r{cfg.model.lora_r}, T {args.temperature}, up to {args.max_new_tokens} new tokens, "
-          f"best of {args.repeats}, torch threads {torch.get_num_threads()}")
-    fast = [p for p in paths if p not in ("hf-plain", "hf-merged")]
-    print("tokens per second, and the ratio to hf-plain")
-    print(f"{'prompts':>7} {'N':>4} " + "".join(f"{p:>12}" for p in paths) + "".join(f"{p:>13}" for p in fast))
+          f"{args.repeats} rounds, torch threads {torch.get_num_threads()}")
+    fast = [p for p in paths if not p.startswith("hf")]
+    print("tokens per second; the ratio to hf-plain; the ratio to hf-1by1")
+    print(f"{'prompts':>7} {'N':>4} " + "".join(f"{p:>12}" for p in paths) + "".join(f"{p:>13}" for p in fast) * 2)
     for n_prompts in args.prompts:
         for n in args.n:
             rate = {}
             for path, opts in paths.items():
                 for k, v in opts.items():
                     setattr(policy.cfg, k, v)
-                best = 0.0
+                tokens = seconds = 0.0
                 for r in range(args.repeats):
+                    these = prompts[r * n_prompts:(r + 1) * n_prompts]
+                    calls = [[p] for p in these] if path == "hf-1by1" else [these]
                     t0 = time.perf_counter()
-                    groups = policy.generate(prompts[:n_prompts], n, temperature=args.temperature,
-                                             max_new_tokens=args.max_new_tokens, batch_size=n * n_prompts, seed=r)
-                    dt = time.perf_counter() - t0
-                    best = max(best, sum(len(c.ids) for g in groups for c in g) / dt)
-                rate[path] = best
+                    groups = [g for c in calls for g in policy.generate(
+                        c, n, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                        batch_size=n * len(c), seed=r)]
+                    seconds += time.perf_counter() - t0
+                    tokens += sum(len(c.ids) for g in groups for c in g)
+                rate[path] = tokens / seconds
             print(f"{n_prompts:>7} {n:>4} " + "".join(f"{rate[p]:>12.0f}" for p in paths)
-                  + "".join(f"{rate[p] / rate['hf-plain']:>12.2f}x" for p in fast), flush=True)
+                  + "".join(f"{rate[p] / rate['hf-plain']:>12.2f}x" for p in fast)
+                  + "".join(f"{rate[p] / rate['hf-1by1']:>12.2f}x" for p in fast), flush=True)
 
 
 if __name__ == "__main__":

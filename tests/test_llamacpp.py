@@ -74,6 +74,13 @@ def test_f32_engine_is_the_policy_and_follows_each_update(adapted):
                     if "lora_B" in n:
                         p.mul_(-1.5)
     assert [g[0].ids for g in cpp] != first
+    # sampled rows sharing their prompt's KV cells see only their own tokens: the policy scores them alike
+    group = policy.generate(ps[:1], 6, temperature=0.8, max_new_tokens=20, batch_size=8, seed=1, token_stats=True)[0]
+    assert len({c.ids for c in group}) > 1
+    with torch.no_grad():
+        logp, _ = policy.token_logprobs(group, temperature=1.0)
+    for b, c in enumerate(group):
+        assert np.abs(logp[b, :len(c.ids)].numpy() - c.stats.logprobs).max() < 1e-4
 
 
 @pytest.mark.slow
@@ -111,3 +118,6 @@ def test_trainer_reports_and_corrects_the_rollout_mismatch(adapted):
     assert stats["groups_trained"] > 0
     assert 0 < abs(stats["rollout_kl"]) < 0.05
     assert 0.5 < stats["tis_weight"] <= 2.0
+    engine = policy._engines["q8_0"]
+    policy.close()  # run() frees the engines when it ends
+    assert engine.model is None and engine.ctx is None and not policy._engines

@@ -16,6 +16,7 @@ def run(cfg: Config, resume: bool = False) -> dict:
     t0 = time.perf_counter()
     protocol = get_protocol(cfg.protocol.protocol)
     out = RunDir(cfg.run.out, cfg, resume=resume)
+    sess = None
     try:
         sess = build_session(cfg, out, resume)
         result = protocol(sess)
@@ -26,6 +27,8 @@ def run(cfg: Config, resume: bool = False) -> dict:
         return summary
     finally:
         out.close()
+        if sess is not None and hasattr(sess.policy, "close"):
+            sess.policy.close()
 
 
 def peak_rss_mb() -> float:

@@ -217,6 +217,12 @@ class HFCausalPolicy:
         engine.sync(self.model)
         return engine
 
+    def close(self) -> None:
+        """Free the llama.cpp engines (their contexts and exported weights) now rather than at exit."""
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()
+
     def _hf_generate(self, enc, temperature, top_p, max_new_tokens, token_stats):
         """transformers' generate: the fallback for models the lean loop does not cover."""
         kwargs = dict(do_sample=False) if temperature is None else dict(do_sample=True, temperature=temperature,
