@@ -41,9 +41,9 @@ def _import():
 
 
 def check_supported(model) -> None:
-    """Fail before any work when llama-cpp-python is missing or the model cannot be exported."""
+    """Fail before any work when llama-cpp-python is missing or the model or its adapter cannot be exported."""
     _import()
-    _Layout(model.config)
+    lora_layers(model, _Layout(model.config))
 
 
 def _permute(w: np.ndarray, heads: int) -> np.ndarray:
@@ -167,8 +167,8 @@ def _merges(tokenizer) -> list[str]:
     return [m if isinstance(m, str) else " ".join(m) for m in merges] or ["a b"]
 
 
-def lora_layers(model):
-    """(GGUF-relative HF name, LoRA layer, adapter name) for each active LoRA layer of a peft model."""
+def lora_layers(model, layout: _Layout):
+    """(GGUF tensor name, LoRA layer, adapter name) for each active LoRA layer of a peft model."""
     from peft.tuners.lora import LoraLayer
 
     out = []
@@ -176,10 +176,13 @@ def lora_layers(model):
         if isinstance(m, LoraLayer):
             active = [a for a in m.active_adapters if a in m.lora_A]
             if len(active) > 1:
-                raise ValueError('decoder "llamacpp" exports one active LoRA adapter at a time')
+                raise ConfigError('decoder "llamacpp" exports one active LoRA adapter at a time')
             if active and getattr(m, "lora_variant", None):  # as HFCausalPolicy._rollout_weights tells them apart
-                raise ValueError('decoder "llamacpp" does not export DoRA or other LoRA variants')
-            out += [(_clean(name) + ".weight", m, a) for a in active]
+                raise ConfigError('decoder "llamacpp" does not export DoRA or other LoRA variants')
+            g = layout.gguf_name(_clean(name) + ".weight")
+            if active and g is None:
+                raise ConfigError(f'decoder "llamacpp": no GGUF name for LoRA target {_clean(name)!r}')
+            out += [(g, m, a) for a in active]
     return out
 
 
@@ -190,10 +193,7 @@ def export_lora(layers, layout: _Layout, path: Path) -> None:
     w.add_type(gguf.GGUFType.ADAPTER)
     w.add_string(gguf.Keys.Adapter.TYPE, "lora")
     w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 0.0)  # 0: llama.cpp applies lora_b as given (scaling folded in)
-    for name, m, a in layers:
-        g = layout.gguf_name(name)
-        if g is None:
-            raise ValueError(f'decoder "llamacpp": no GGUF name for LoRA target {name!r}')
+    for g, m, a in layers:
         lora_a = m.lora_A[a].weight.detach().float().cpu().numpy()
         lora_b = (m.lora_B[a].weight.detach().float() * m.scaling[a]).cpu().numpy()
         w.add_tensor(g + ".lora_a", lora_a)
@@ -233,7 +233,7 @@ class LlamaCppEngine:
     # -- weights -----------------------------------------------------------------------------
     def sync(self, model) -> None:
         """Bring llama.cpp's adapter up to the policy's LoRA weights (skipped when nothing changed)."""
-        layers = lora_layers(model)
+        layers = lora_layers(model, self.layout)
         version = tuple((id(m.lora_A[a].weight), m.lora_A[a].weight._version, m.lora_B[a].weight._version)
                         for _, m, a in layers)
         if version == self._version:
