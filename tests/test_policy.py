@@ -68,6 +68,23 @@ def test_reference_is_the_adapter_switched_off(policy):
     assert policy._ref_model is None
 
 
+def test_adapter_init_follows_the_seed_not_the_global_generator():
+    """The flaky-test cause of session 4: lora_A came from whatever the global generator held."""
+    from ttrl.config import ModelConfig
+    from ttrl.policy.hf_causal import HFCausalPolicy
+
+    def lora_a(seed, global_seed):
+        torch.manual_seed(global_seed)
+        state = torch.get_rng_state()
+        p = HFCausalPolicy(ModelConfig(), need_reference=False, seed=seed)
+        assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is neither read nor moved
+        return [t.detach() for n, t in p.model.named_parameters() if "lora_A" in n]
+
+    first = lora_a(0, 123)
+    assert all(torch.equal(a, b) for a, b in zip(first, lora_a(0, 7)))
+    assert not any(torch.equal(a, b) for a, b in zip(first, lora_a(1, 123)))
+
+
 def test_full_finetune_step_moves_weights_and_keeps_a_frozen_reference():
     from ttrl.config import GRPOConfig, ModelConfig, SamplingConfig
     from ttrl.extractors import get_extractor

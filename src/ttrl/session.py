@@ -157,4 +157,4 @@ def make_policy(cfg: Config, need_reference: bool):
         mcfg = AutoConfig.from_pretrained(resolve_model(cfg.model.model))
         backend = "vision" if getattr(mcfg, "vision_config", None) is not None else "causal"
     cls = HFVisionPolicy if backend == "vision" else HFCausalPolicy
-    return cls(cfg.model, need_reference=need_reference)
+    return cls(cfg.model, need_reference=need_reference, seed=cfg.run.seed)

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class HFCausalPolicy:
-    def __init__(self, cfg: ModelConfig, need_reference: bool = True):
+    def __init__(self, cfg: ModelConfig, need_reference: bool = True, seed: int = 0):
+        """`seed` fixes the adapter's random init (lora_A), so the same seed trains the same run in any process."""
         self.cfg = cfg
         self.device = pick_device(cfg.device)
         self.dtype, self.autocast = resolve_dtypes(self.device, cfg.dtype, cfg.autocast)
@@ -41,7 +42,10 @@ class HFCausalPolicy:
                 t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
             lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules=targets, exclude_modules=self._lora_exclude(), task_type="CAUSAL_LM")
-            model = get_peft_model(model, lora)
+            cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):  # neither reads nor moves the caller's global generators
+                torch.manual_seed(seed)
+                model = get_peft_model(model, lora)
             self._freeze(model)
         elif cfg.finetune == "full":
             if need_reference:  # full fine-tuning has no adapter to switch off: keep a frozen copy
