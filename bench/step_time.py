@@ -40,11 +40,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--gradient-checkpointing", action="store_true")
     args = ap.parse_args()
 
     from ttrl.policy.hf_causal import HFCausalPolicy
 
     cfg = Config()
+    cfg.model.gradient_checkpointing = args.gradient_checkpointing
     cfg.grpo.prompts_per_step, cfg.sampling.n_votes, cfg.sampling.n_train = args.prompts, args.n, args.n
     data = load_dataset(cfg.data.data, cfg.data.task_args, 64, 0)
     extractor = get_extractor("number")

@@ -85,6 +85,56 @@ def test_adapter_init_follows_the_seed_not_the_global_generator():
     assert not any(torch.equal(a, b) for a, b in zip(first, lora_a(1, 123)))
 
 
+def test_gradient_checkpointing_replays_the_layers_and_keeps_the_gradients():
+    from ttrl.config import ModelConfig
+    from ttrl.policy.hf_causal import HFCausalPolicy
+    from ttrl.rollout import Completion
+
+    policy = HFCausalPolicy(ModelConfig(gradient_checkpointing=True), need_reference=False)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a non-zero adapter, so every LoRA weight gets a gradient
+        for n, p in policy.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02, generator=gen)
+    ids = [tuple(policy.tokenizer(p.text, add_special_tokens=False).input_ids) for p in prompts(policy, 2)]
+    comps = [Completion(pid, tuple(torch.randint(0, 49152, (12 - 4 * j,), generator=gen).tolist()), "", False)
+             for pid in ids for j in range(2)]
+    calls, mlp = [], policy.model.get_base_model().model.layers[3].mlp
+    forward = mlp.forward  # counted by wrapping: torch runs no module hooks when it replays a checkpoint
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    mlp.forward = counted
+
+    def grads(share, checkpointing):
+        policy.cfg.share_prompt, policy.checkpointing = share, checkpointing
+        calls.clear()
+        for p in policy.trainable_parameters():
+            p.grad = None
+        logp, _ = policy.token_logprobs(comps, temperature=0.7)
+        logp.sum().backward()
+        return torch.cat([p.grad.flatten() for p in policy.trainable_parameters()]), len(calls)
+
+    ref, n_ref = grads(True, False)
+    assert n_ref == 2  # the shared prompt pass, then the completions
+    g, n = grads(True, True)
+    assert n == 3 and torch.equal(g, ref)  # the completion pass replayed in backward; the prompt pass kept
+    g, n = grads(False, True)
+    assert n == 2 and torch.allclose(g, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    assert not any(m.training for m in policy.model.modules())  # no dropout switched on along the way
+
+
+def test_checkpointing_refuses_models_with_dropout():
+    """Replay flips decoder layers to training mode, and some layers read dropout from their own flag."""
+    from ttrl.policy.hf_causal import _dropouts
+
+    cfg = {"attention_dropout": 0.0, "id2label": {0: "a"}, "use_dropout": True,
+           "text_config": {"hidden_dropout_prob": 0.1, "layerdrop": 0.05}}
+    assert _dropouts(cfg) == {"hidden_dropout_prob": 0.1, "layerdrop": 0.05}
+
+
 def test_full_finetune_step_moves_weights_and_keeps_a_frozen_reference():
     from ttrl.config import GRPOConfig, ModelConfig, SamplingConfig
     from ttrl.extractors import get_extractor

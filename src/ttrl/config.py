@@ -59,6 +59,9 @@ class ModelConfig:
                                 ["f32", "f16", "q8_0"])
     share_prompt: bool = opt(True, "score a group's completions against one pass over their shared prompt (its KV "
                              "cache, with gradients) instead of re-running the prompt for every sample")
+    gradient_checkpointing: bool = opt(False, "recompute each decoder layer's activations in the backward pass instead of "
+                                       "keeping them (Chen et al. 2016): same gradients, about 40% less update memory; "
+                                       "update time -10% to +5% here (bench/memory.py, bench/step_time.py)")
     system_prompt: str = opt("", "system message; empty = the chat template's default")
     instruction: str = opt("", "answer-format instruction appended to each prompt; empty = the extractor's own")
 
