@@ -28,7 +28,7 @@ def _fmt_default(f: dataclasses.Field) -> str:
 def _add_option(group, names: list[str], dest: str, f: dataclasses.Field, prefix: str, **kw) -> None:
     """One flag per config field; values stay unset unless given, so YAML and defaults show through."""
     kw.update(dest=dest, default=argparse.SUPPRESS,
-              help=f"{prefix}{f.metadata.get('help', '')} (default: {_fmt_default(f)})")
+              help=f"{prefix}{f.metadata.get('help', '')} (default: {_fmt_default(f)})".replace("%", "%%"))
     if f.metadata.get("choices"):
         kw["choices"] = f.metadata["choices"]
     else:
