@@ -109,7 +109,7 @@ def test_gradient_checkpointing_replays_the_layers_and_keeps_the_gradients():
     mlp.forward = counted
 
     def grads(share, checkpointing):
-        policy.cfg.share_prompt, policy.checkpointing = share, checkpointing
+        policy.cfg.share_prompt, policy.cfg.gradient_checkpointing = share, checkpointing
         calls.clear()
         for p in policy.trainable_parameters():
             p.grad = None

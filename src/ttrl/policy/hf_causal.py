@@ -55,20 +55,8 @@ class HFCausalPolicy:
             raise ValueError(f"finetune must be lora or full, got {cfg.finetune!r}")
         self.model = model
         self.model.eval()  # no dropout in rollouts; LoRA dropout defaults to 0 for the same reason
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        # replay puts decoder layers in training mode, and some layers apply dropout from their own flag
-        dropouts = _dropouts(base.config.to_dict())
-        supported = getattr(base, "supports_gradient_checkpointing", False) and not dropouts
-        if cfg.gradient_checkpointing and not supported:
-            why = f"its config has dropout {dropouts}" if dropouts else "it does not support it"
-            raise ConfigError(f"gradient_checkpointing: {type(base).__name__}: {why}")
-        self.checkpointing = cfg.gradient_checkpointing
-        if self.checkpointing:
-            enable = getattr(base, "activation_checkpointing_enable", None)
-            if enable is not None:  # transformers >= 5.x; the older name is deprecated there
-                enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.gradient_checkpointing:
+            self._enable_checkpointing(model.get_base_model() if hasattr(model, "get_base_model") else model)
         if cfg.decoder == "llamacpp":
             from .llamacpp import check_supported
 
@@ -282,15 +270,28 @@ class HFCausalPolicy:
         logp = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return logp * cmask, cmask
 
+    @staticmethod
+    def _enable_checkpointing(base) -> None:
+        # replay puts decoder layers in training mode, and some layers apply dropout from their own flag
+        dropouts = _dropouts(base.config.to_dict())
+        if dropouts or not getattr(base, "supports_gradient_checkpointing", False):
+            why = f"its config has dropout {dropouts}" if dropouts else "it does not support it"
+            raise ConfigError(f"gradient_checkpointing: {type(base).__name__}: {why}")
+        enable = getattr(base, "activation_checkpointing_enable", None)
+        if enable is not None:  # transformers >= 5.x; the older name is deprecated there
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     @contextlib.contextmanager
-    def _checkpointed(self, model, on: bool):
+    def _checkpointed(self, model):
         """Gradient checkpointing for one grad-enabled pass. transformers checkpoints a layer only in training mode,
         so the decoder layers alone are flipped (their dropout and attention submodules stay in eval mode, keeping
         the scored distribution the sampled one). A layer may keep a cache here: the completion pass only reads its
         prompt's (_PrefixCache), so a replayed layer sees the same keys."""
         layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True
                   and hasattr(m, "_can_checkpoint_with_cache")] \
-            if on and torch.is_grad_enabled() else []
+            if self.cfg.gradient_checkpointing and torch.is_grad_enabled() else []
         for m in layers:
             m.training, m._can_checkpoint_with_cache = True, True
         try:
@@ -327,7 +328,7 @@ class HFCausalPolicy:
         lc = cids.shape[1]
         ids = torch.cat([pids, cids], dim=1)
         attn = torch.cat([pmask, cmask], dim=1)
-        with self._checkpointed(model, self.checkpointing):
+        with self._checkpointed(model):
             logits = model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), logits_to_keep=lc + 1,
                            use_cache=False, **self._image_inputs(completions)).logits
         return logits[:, :-1], cids, cmask.float()
@@ -350,12 +351,13 @@ class HFCausalPolicy:
         rows = torch.tensor(owner, device=self.device)
         cache = out.past_key_values
         cache.batch_select_indices(rows)  # differentiable gather: gradients reach the prompt pass
-        replay = self.checkpointing and _PrefixCache.adopt(cache)
+        if self.cfg.gradient_checkpointing:
+            _PrefixCache.adopt(cache)
         cids, cmask = self._completion_batch(completions)
         lc = cids.shape[1]
         cpos = ppos[rows, -1:] + 1 + torch.arange(lc, device=self.device)
         attn = torch.cat([pmask[rows], cmask], dim=1)
-        with self._checkpointed(model, replay):  # the prompt pass above writes its cache, so it is never replayed
+        with self._checkpointed(model):  # the prompt pass above writes its cache, so it is never replayed
             rest = model(input_ids=cids, attention_mask=attn, position_ids=cpos, past_key_values=cache,
                          use_cache=True).logits
         logits = torch.cat([out.logits[rows, -1:], rest[:, :-1]], dim=1)  # the prompt's last logit predicts token 0
@@ -373,7 +375,7 @@ class _PrefixCache(DynamicCache):
     stores nothing, so a layer replayed by gradient checkpointing gets the same keys as the first time."""
 
     @classmethod
-    def adopt(cls, cache: DynamicCache) -> bool:
+    def adopt(cls, cache: DynamicCache) -> None:
         """Make `cache` read-only in place; a clear error for caches it cannot represent (sliding windows, static
         or quantized caches)."""
         if type(cache) is not DynamicCache or any(type(layer) is not DynamicLayer for layer in cache.layers):
@@ -381,7 +383,6 @@ class _PrefixCache(DynamicCache):
             raise ConfigError(f"gradient_checkpointing with share_prompt needs a plain full-attention KV cache, got "
                               f"{type(cache).__name__} ({kinds}); set share_prompt false")
         cache.__class__ = cls  # same state, a read-only update
-        return True
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         layer = self.layers[layer_idx]
