@@ -38,8 +38,8 @@ def runs(tmp_path_factory):
     out = {}
     for name, offset in (("true", 0), ("wrong", 1)):
         data = write_data(root / f"{name}.jsonl", offset)
-        args = ["run", "--model", model_dir, "--data", str(data), "--reward", "majority", "--protocol",
-                "transductive", "--out", str(root / name), *TINY]
+        args = ["run", "--model", model_dir, "--data", str(data), "--answer-type", "number", "--reward", "majority",
+                "--protocol", "transductive", "--out", str(root / name), *TINY]
         assert main(args) == 0
         out[name] = root / name
     return out
@@ -62,9 +62,14 @@ def test_outputs_have_every_file_and_field(runs):
     summary = json.loads((d / "summary.json").read_text())
     assert SUMMARY_FIELDS <= summary.keys()
     assert summary["n_eval"] == 5 and summary["n_adapt"] == 4 and summary["steps"] == 2
-    assert summary["answer_type"] == "number"  # inferred from numeric labels, no flag given
+    assert summary["answer_type"] == "number"
     assert summary["base_accuracy"] == sum(p["base_correct"] for p in preds) / 5
     assert summary["adapted_accuracy"] == sum(p["adapted_correct"] for p in preds) / 5
+    # the evaluation set holds the 4 adaptation items and 1 other: both parts reported apart
+    assert summary["n_adapted_items"] == 4 and summary["n_other_items"] == 1
+    for key in ("base_accuracy", "adapted_accuracy"):
+        parts = 4 * summary[f"adapted_items_{key}"] + summary[f"other_items_{key}"]
+        assert parts / 5 == pytest.approx(summary[key])
     assert summary["base_pass_at_n"] >= max(summary["base_sample_accuracy"], summary["base_maj_accuracy"])
 
 

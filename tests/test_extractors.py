@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from ttrl.extractors import EXTRACTORS, Extractor, equivalence_classes, get_extractor, infer_answer_type
+from ttrl.extractors import EXTRACTORS, Extractor, equivalence_classes, get_extractor
 from ttrl.extractors.label import LabelExtractor
 from ttrl.extractors.number import NumberExtractor
 
@@ -251,28 +251,6 @@ def test_text_equivalence():
     ex = get_extractor("text")
     answers = [ex.extract(s) for s in ("Paris.", "paris", "Lyon", "  PARIS!")]
     assert equivalence_classes(answers, ex) == [0, 0, 1, 0]
-
-
-# ---------------------------------------------------------------- infer_answer_type
-@pytest.mark.parametrize("answers, has_choices, expected", [
-    (["B", "C"], True, "choice"),
-    ([], True, "choice"),
-    (["7", "-3", "1,234", "2.5", None], False, "number"),
-    (["50%"], False, "number"),
-    (["7", "\\frac{1}{2}"], False, "math"),
-    (["1/2", "3"], False, "math"),
-    (["\\sqrt{2}"], False, "math"),
-    (["x^2"], False, "math"),
-    (["\\pi"], False, "math"),
-    (["red", "dark blue", "yes"], False, "label"),
-    (["7", "red"], False, "label"),
-    (["a b c d e"], False, "label"),
-    (["the quick brown fox jumps over"], False, "text"),
-    ([], False, "label"),
-    ([None, None, ""], False, "label"),
-])
-def test_infer_answer_type(answers, has_choices, expected):
-    assert infer_answer_type(answers, has_choices) == expected
 
 
 def test_get_extractor_passes_only_the_options_each_type_takes():

@@ -8,12 +8,15 @@ from ttrl.grpo import aggregate, group_advantages, grpo_token_loss, k3_kl
 
 
 def test_advantages_normalised_within_group():
-    # r = [1, 0, 0, 1]: mean 0.5, population std 0.5 -> A = [1, -1, -1, 1]
+    # r = [1, 0, 0, 1]: mean 0.5, unbiased std sqrt(1/3) -> A = +-0.5 * sqrt(3)
     a = group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), eps=0.0)
-    assert a.tolist() == [1.0, -1.0, -1.0, 1.0]
-    # r = [2, 0, 0, 0]: mean 0.5, std sqrt(0.75) = 0.866025
+    assert a.tolist() == pytest.approx([0.866025, -0.866025, -0.866025, 0.866025], rel=1e-5)
+    # r = [2, 0, 0, 0]: mean 0.5, squares 2.25 + 3 * 0.25 = 3, unbiased std sqrt(3 / 3) = 1
     a = group_advantages(torch.tensor([2.0, 0.0, 0.0, 0.0]), eps=0.0)
-    assert a.tolist() == pytest.approx([1.5 / 0.866025, -0.5 / 0.866025, -0.5 / 0.866025, -0.5 / 0.866025], rel=1e-5)
+    assert a.tolist() == pytest.approx([1.5, -0.5, -0.5, -0.5], rel=1e-5)
+    # population std (n): [1, 0, 0, 1] -> std 0.5 -> A = [1, -1, -1, 1]
+    a = group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), eps=0.0, unbiased_std=False)
+    assert a.tolist() == [1.0, -1.0, -1.0, 1.0]
 
 
 def test_advantages_unscaled_dr_grpo():

@@ -13,7 +13,7 @@ from ttrl.cli import main
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["--n-votes", "4", "--n-train", "4", "--max-new-tokens", "16", "--eval-max-new-tokens", "16", "--seed", "2"]
+SMALL = ["--answer-type", "number", "--n-votes", "4", "--n-train", "4", "--max-new-tokens", "16", "--eval-max-new-tokens", "16", "--seed", "2"]
 
 
 def jsonl(path):
@@ -87,10 +87,14 @@ def test_collapse_monitor_rolls_back_to_the_last_good_adapter(tmp_path):
     assert all(m["self_certainty"] > 0 and m["token_entropy"] >= 0 for m in jsonl(out / "metrics.jsonl"))
 
 
+# cluster_vote's novelty bonus keeps a buffer of recent anchors across steps: a resume must restore it
+STATEFUL_REWARD = ["--reward", "majority+0.5*cluster_vote", "--cluster-vote-novelty", "1.0"]
+
+
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     ref, killed = tmp_path / "unbroken", tmp_path / "killed"
-    assert main(transductive(ref)) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "ttrl.cli", *transductive(killed)],
+    assert main(transductive(ref, *STATEFUL_REWARD)) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "ttrl.cli", *transductive(killed, *STATEFUL_REWARD)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     deadline = time.time() + 300
     while len(jsonl(killed / "metrics.jsonl")) < 3 and proc.poll() is None and time.time() < deadline:

@@ -119,7 +119,7 @@ def test_novelty_bonus_values():
 
 
 def _fake_ctx(table):
-    return RewardContext(rng=np.random.default_rng(0), state={"embedder": {"fake": FakeEmbedder(table)}})
+    return RewardContext(rng=np.random.default_rng(0), state={"_embedder": {"fake": FakeEmbedder(table)}})
 
 
 def test_cluster_vote_novelty_buffer_and_empty_responses():
@@ -133,6 +133,12 @@ def test_cluster_vote_novelty_buffer_and_empty_responses():
     # anchor at 90 degrees, buffer holds two anchors at 0: bonus 0.5 * (1 - cos 90) = 0.5 for the winners
     assert reward(group("ABCDE"), ctx).rewards == pytest.approx([1.5, 1.5, 1.5, 0, 0], abs=1e-6)
     assert len(ctx.state["cluster_vote"]["anchors"]) == 2
+    # the anchor buffer is checkpointed (a resumed run continues with it); the embedder cache is not
+    saved = ctx.state_dict()
+    assert "_embedder" not in saved and len(saved["cluster_vote"]["anchors"]) == 2
+    fresh = _fake_ctx(vecs)
+    fresh.load_state_dict(saved)
+    assert reward(group("abcde"), fresh).rewards == pytest.approx(reward(group("abcde"), ctx).rewards)
     banded = Reward("cluster_vote", {"cluster_vote": ClusterParams(model="fake", variant="banded")})
     out = banded(group(["a", "b", "", "c", "d", "e"]), _fake_ctx(vecs))
     assert out.rewards[2] == -1.0 and out.rewards[1] == pytest.approx(1.0)
@@ -163,7 +169,7 @@ def minilm_state():
 
 
 def _ctx(state):
-    return RewardContext(rng=np.random.default_rng(0), state={"embedder": state["embedder"]})
+    return RewardContext(rng=np.random.default_rng(0), state={"_embedder": state["_embedder"]})
 
 
 def test_minilm_medoid_ranks_the_unrelated_answer_last(minilm_state):

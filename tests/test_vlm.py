@@ -116,7 +116,8 @@ def test_easy_vqa_run_with_bad_images(tmp_path, vlm_path):
     data = tmp_path / "vqa.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    assert main(["run", "--model", vlm_path, "--data", str(data), "--out", str(out), "--reward", "frequency",
+    assert main(["run", "--model", vlm_path, "--data", str(data), "--answer-type", "label", "--out", str(out),
+                 "--reward", "frequency",
                  "--adapt-size", "2", "--epochs", "1", "--n-votes", "4", "--n-train", "4", "--prompts-per-step", "2",
                  "--base-maj-votes", "2", "--max-new-tokens", "6", "--eval-max-new-tokens", "6"]) == 0
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]

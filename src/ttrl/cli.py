@@ -140,6 +140,10 @@ def _report(cfg: Config, summary: dict) -> int:
         print(f"base maj@{cfg.protocol.base_maj_votes:<8d} {_pct(summary['base_maj_accuracy'])}   (ceiling for sharpening)")
     print(f"adapted accuracy  {_pct(summary['adapted_accuracy'])}   "
           f"(after {summary['steps']} steps on {summary['n_adapt']} unlabeled items, reward {summary['reward']})")
+    for part, what in (("adapted_items", "the items adapted on"), ("other_items", "items never adapted on")):
+        if summary.get(f"n_{part}"):
+            print(f"  {what + ':':24s} base {_pct(summary[f'{part}_base_accuracy'])} -> adapted "
+                  f"{_pct(summary[f'{part}_adapted_accuracy'])}   ({summary[f'n_{part}']} items)")
     print(f"outputs in {out}/  ({summary['seconds']:.0f} s, peak memory {summary['peak_rss_mb']:.0f} MB)")
     return 0
 

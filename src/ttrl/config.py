@@ -42,7 +42,8 @@ class ModelConfig:
     finetune: str = opt("lora", "lora (peft; the reference policy is the adapter switched off) or full", ["lora", "full"])
     lora_r: int = opt(16, "LoRA rank (Hu et al. 2021)")
     lora_alpha: int = opt(32, "LoRA scaling alpha")
-    lora_dropout: float = opt(0.0, "LoRA dropout (0 keeps sampling and training log-probs identical)")
+    lora_dropout: float = opt(0.0, "LoRA dropout (Hu et al. 2021), applied in the update's gradient pass only; sampling "
+                              "and the ratio's old log-probs stay dropout-free")
     lora_targets: str = opt("all-linear", "modules to adapt: all-linear or a comma-separated list of module names")
     merge_for_sampling: bool = opt(True, "sample from merged LoRA copies (2x faster HF generate; a transient copy of "
                                    "the adapted layers; exact, base weights untouched)")
@@ -71,7 +72,9 @@ class DataConfig:
     data: str = opt("rg:basic_arithmetic", "JSONL file or built-in task (rg:NAME from reasoning-gym)")
     task_args: dict = opt(DEFAULT_TASK_ARGS, "arguments for a built-in task's generator (YAML mapping / JSON on the CLI)")
     task_size: int = opt(100, "items generated for a built-in task")
-    answer_type: str = opt("auto", "extractor: auto, number, choice, label, math, text")
+    answer_type: str = opt("auto", "extractor: number, choice, label, math, text, or auto: choice when items have "
+                           "choices, else the format the built-in task declares (never inferred from labels; a JSONL "
+                           "file without choices needs this set)")
     rel_tol: float = opt(1e-6, "number extractor: relative tolerance under which two numbers are one answer")
     synonyms: dict = opt({}, "label extractor: {variant: canonical label}, e.g. {grey: gray}")
     adapt_size: int = opt(32, "K: unlabeled items adapted on (transductive protocol, TTRV: 20); 0 = all")
@@ -102,6 +105,8 @@ class GRPOConfig:
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     adv_eps: float = opt(1e-6, "epsilon in (r - mean) / (std + eps)")
     scale_advantages: bool = opt(True, "divide advantages by the group std (GRPO); false = Dr. GRPO")
+    adv_std: str = opt("unbiased", "group std in the advantage: unbiased (n - 1, as TRL's GRPOTrainer and verl) or "
+                       "population (n)", ["unbiased", "population"])
     loss_agg: str = opt("token_mean", "token_mean over all trained tokens (DAPO/VERL default) or seq_mean (GRPO paper)", ["token_mean", "seq_mean"])
     prompts_per_step: int = opt(4, "prompts (groups) per optimiser step")
     micro_batch: int = opt(16, "sequences per forward/backward chunk (gradient accumulation)")

@@ -9,20 +9,28 @@ from __future__ import annotations
 import torch
 
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, scale: bool = True) -> torch.Tensor | None:
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, scale: bool = True,
+                     unbiased_std: bool = True) -> torch.Tensor | None:
     """A_i = (r_i - mean r) / (std r + eps) within one group; None when all rewards are equal
-    (the group carries no signal and is skipped). std is the population std, as in VERL."""
+    (the group carries no signal and is skipped). std is the unbiased (n - 1) std by default, as in
+    TRL's GRPOTrainer and verl's GRPO advantage; unbiased_std=False gives the population std."""
     rewards = rewards.float()
     if rewards.numel() < 2 or torch.all(rewards == rewards[0]):
         return None
     centred = rewards - rewards.mean()
-    return centred / (rewards.std(unbiased=False) + eps) if scale else centred
+    return centred / (rewards.std(unbiased=unbiased_std) + eps) if scale else centred
+
+
+KL_LOG_RATIO_CLAMP = 20.0  # verl's low_var_kl clamps log(ref / pi) to +-20 before exp ...
+KL_CLAMP = 10.0  # ... and the per-token estimate to <= 10, so a drifted token cannot overflow the loss
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Per-token KL(pi || ref) estimate exp(ref - logp) - (ref - logp) - 1 (>= 0, unbiased)."""
-    d = ref_logp - logp
-    return torch.exp(d) - d - 1
+    """Per-token KL(pi || ref) estimate exp(ref - logp) - (ref - logp) - 1 (>= 0, unbiased), with verl's
+    guards: the log-ratio clamped to [-20, 20] and the estimate to [0, 10] (finite values and gradients
+    however far the policy drifts)."""
+    d = (ref_logp - logp).clamp(-KL_LOG_RATIO_CLAMP, KL_LOG_RATIO_CLAMP)
+    return (torch.exp(d) - d - 1).clamp(max=KL_CLAMP)
 
 
 def tis_weights(old_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float) -> torch.Tensor:

@@ -8,8 +8,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TokenStats:
-    """Per generated token, from the policy's own next-token distribution at temperature 1, recorded
-    while sampling (no second forward pass). Used by certainty rewards (URLVR; Kang et al. 2025)."""
+    """Per generated token, from the distribution the token was drawn from, softmax(z / T) at the sampling
+    temperature (T = 1 for greedy), recorded while sampling (no second forward pass), as the TTRL/URLVR code
+    computes them. Used by certainty rewards (URLVR; Kang et al. 2025) and the collapse monitor."""
 
     logprobs: np.ndarray  # log p(sampled token)
     entropy: np.ndarray  # H(p) = -sum_j p_j log p_j

@@ -12,10 +12,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import Config, build_reward_params
+from .config import Config, ConfigError, build_reward_params
 from .data import DataError, Dataset, Item, iter_jsonl
 from .evaluate import make_scorer
-from .extractors import Extractor, get_extractor, infer_answer_type
+from .extractors import EXTRACTORS, Extractor, get_extractor
 from .policy.hf_causal import HFCausalPolicy
 from .policy.hf_vlm import HFVisionPolicy
 from .policy.zoo import resolve_model
@@ -34,15 +34,16 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_answer_type(cfg: Config, dataset: Dataset) -> str:
+    """The extractor's name, from what a label-free user has: the flag, the items' choices, or the format the
+    data source declares. Labels never decide it: they would shape the prompt's instruction and the votes."""
     if cfg.data.answer_type != "auto":
         return cfg.data.answer_type
-    answers = [it.answer for it in dataset.items if it.answer is not None]
-    has_choices = any(it.query.choices for it in dataset.items)
-    kind = infer_answer_type(answers, has_choices)
-    if not answers and not has_choices:
-        warnings.warn(f"{dataset.name}: no labels to infer the answer type from; using {kind!r} "
-                      "(pass --answer-type to choose)", stacklevel=2)
-    return kind
+    if any(it.query.choices for it in dataset.items):
+        return "choice"
+    if dataset.answer_type is not None:
+        return dataset.answer_type
+    raise ConfigError(f"{cfg.data.data}: the items have no choices and the source declares no answer format; "
+                      f"pass --answer-type ({', '.join(sorted(EXTRACTORS))})")
 
 
 @dataclass

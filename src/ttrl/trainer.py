@@ -84,7 +84,7 @@ class Trainer:
             if s.n_train < s.n_votes:
                 idx = np.sort(self.rng.choice(len(comps), size=s.n_train, replace=False))
             adv = None if gated else group_advantages(torch.tensor([out.rewards[i] for i in idx]), g.adv_eps,
-                                                      g.scale_advantages)
+                                                      g.scale_advantages, g.adv_std == "unbiased")
             if adv is not None:
                 train_items += [(comps[i], float(a)) for i, a in zip(idx, adv)]
             results.append(GroupResult(q.id, answers, out.rewards,
@@ -133,13 +133,14 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"weights": self.snapshot(), "optimizer": self.optimizer.state_dict(), "steps": self.steps,
-                "rng": self.rng.bit_generator.state}
+                "rng": self.rng.bit_generator.state, "reward_state": self.ctx.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.restore(state["weights"], reset_optimizer=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = state["steps"]
         self.rng.bit_generator.state = state["rng"]
+        self.ctx.load_state_dict(state.get("reward_state", {}))
 
     def _update(self, items: list[tuple[Completion, float]]) -> dict[str, float]:
         g, temp = self.grpo, self.sampling.temperature

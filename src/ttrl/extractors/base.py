@@ -5,7 +5,6 @@ two answers it calls equivalent are one vote.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -75,22 +74,3 @@ def equivalence_classes(answers: Sequence[str | None], extractor: Extractor) -> 
             reps.append(a)
             out.append(len(reps) - 1)
     return out
-
-
-_PLAIN_NUMBER = re.compile(r"[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?|[-\u2212]?\.\d+")
-# A "p/q" fraction counts as math, not number: the math extractor also handles plain numbers.
-_MATHY = re.compile(r"\\frac|\\sqrt|\^|\\boxed|\\pi|(?<![\w/])\d+\s*/\s*\d+(?![\w/])")
-
-
-def infer_answer_type(answers: Sequence[str | None], has_choices: bool) -> str:
-    """Guess an extractor name from the gold answers of a dataset (labels, when it has any)."""
-    if has_choices:
-        return "choice"
-    given = [a.strip() for a in answers if a is not None and a.strip()]
-    if not given:
-        return "label"  # unlabelled and no choices: nothing to go on; the caller should warn
-    if all(_PLAIN_NUMBER.fullmatch(a) for a in given):
-        return "number"
-    if any(_MATHY.search(a) for a in given):
-        return "math"
-    return "label" if all(len(a.split()) <= 5 for a in given) else "text"

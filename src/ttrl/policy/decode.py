@@ -89,9 +89,10 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def token_stats(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(log-prob of each chosen token, entropy, self-certainty) from raw logits [B, V], as float [B]."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+def token_stats(logits: torch.Tensor, tokens: torch.Tensor, temperature: float | None = None) -> tuple[torch.Tensor, ...]:
+    """(log-prob of each chosen token, entropy, self-certainty) as float [B], from raw logits [B, V] of the
+    distribution that was sampled, softmax(z / T) (T = 1 for greedy), as the TTRL/URLVR code computes them."""
+    logp = torch.log_softmax(logits.float() / (temperature or 1.0), dim=-1)
     chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
     entropy = -(logp.exp() * logp).sum(-1)
     certainty = -logp.mean(-1) - math.log(logp.shape[-1])  # KL(uniform || p), Kang et al. 2025
@@ -136,7 +137,7 @@ def sample(model, inputs: dict, n: int, *, temperature: float | None, top_p: flo
         tokens[idx, t] = tok[live]
         length[idx] = t + 1
         if stats is not None:
-            for k, s in enumerate(token_stats(logits[live], tok[live])):
+            for k, s in enumerate(token_stats(logits[live], tok[live], temperature)):
                 stats[k, idx, t] = s
         ended = live & torch.isin(tok, eos)
         finished[alive[ended]] = True

@@ -231,15 +231,27 @@ class HFCausalPolicy:
         self._engines.clear()
 
     def _hf_generate(self, enc, temperature, top_p, max_new_tokens, token_stats):
-        """transformers' generate: the fallback for models the lean loop does not cover."""
-        kwargs = dict(do_sample=False) if temperature is None else dict(do_sample=True, temperature=temperature,
-                                                                        top_p=top_p, top_k=0)
-        gen = self.model.generate(**enc, **kwargs, max_new_tokens=max_new_tokens,
+        """transformers' generate: the fallback for models the lean loop does not cover. It runs on a fresh
+        GenerationConfig, so nothing from the model's own (repetition_penalty, min_p, top_k, suppress_tokens,
+        min_new_tokens, ...) reshapes the samples: they come from softmax(z / T), nucleus-filtered, exactly the
+        distribution token_logprobs scores, and the on-policy ratio of 1 holds."""
+        from transformers import GenerationConfig
+
+        sampling = dict(do_sample=False) if temperature is None else dict(do_sample=True, temperature=temperature,
+                                                                          top_p=top_p, top_k=0)
+        config = GenerationConfig(**sampling, max_new_tokens=max_new_tokens, eos_token_id=sorted(self.eos_ids),
                                   pad_token_id=self.tokenizer.pad_token_id, output_logits=token_stats,
                                   return_dict_in_generate=True)
+        # generate fills every unset field from the model's generation_config: hide it for this call
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        own, base.generation_config = base.generation_config, GenerationConfig()
+        try:
+            gen = self.model.generate(**enc, generation_config=config)
+        finally:
+            base.generation_config = own
         width = enc["input_ids"].shape[1]
         new = gen.sequences[:, width:]
-        stats = _token_stats(gen.logits, new) if token_stats else None
+        stats = _token_stats(gen.logits, new, temperature) if token_stats else None
         rows = []
         for r in range(new.shape[0]):
             ids, finished = self._cut(new[r].tolist())
@@ -262,13 +274,28 @@ class HFCausalPolicy:
                 model = self._ref_model
         lora_ref = reference and self._ref_model is None and hasattr(self.model, "disable_adapter")
         shared = self.cfg.share_prompt and self._lean_supported()
-        with ctx, autocast_ctx(self.device, self.autocast), \
+        # LoRA dropout acts in the update's gradient pass only: sampling, reference and no-grad scoring stay exact
+        dropout = self._lora_dropout() if not reference and torch.is_grad_enabled() else contextlib.nullcontext()
+        with ctx, autocast_ctx(self.device, self.autocast), dropout, \
                 self.model.disable_adapter() if lora_ref else contextlib.nullcontext():
             score = self._score_shared if shared else self._score_full
             logits, target, cmask = score(model, completions)
         logits = logits.float() / temperature  # the sampling distribution is softmax(z / T)
         logp = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return logp * cmask, cmask
+
+    @contextlib.contextmanager
+    def _lora_dropout(self):
+        """The adapter's dropout modules in training mode for one pass (the model itself stays in eval mode)."""
+        drops = [d for name, d in self.model.named_modules() if ".lora_dropout." in name
+                 and isinstance(d, torch.nn.Dropout) and d.p > 0]
+        for d in drops:
+            d.train()
+        try:
+            yield
+        finally:
+            for d in drops:
+                d.eval()
 
     @staticmethod
     def _enable_checkpointing(base) -> None:
@@ -406,8 +433,8 @@ def _rows_from_lean(dec) -> list[tuple]:
     return list(zip(dec.tokens, dec.finished, dec.stats or none, dec.sampler_logp or none))
 
 
-def _token_stats(step_logits, tokens: torch.Tensor):
-    """(logprob of sampled token, entropy, self-certainty) arrays [B, T] from the raw per-step logits
-    that generate returns, one step at a time so no [B, T, V] tensor is built."""
-    steps = [step_token_stats(logits, tokens[:, t]) for t, logits in enumerate(step_logits)]
+def _token_stats(step_logits, tokens: torch.Tensor, temperature: float | None):
+    """(logprob of sampled token, entropy, self-certainty) arrays [B, T] of softmax(z / T) from the raw per-step
+    logits that generate returns, one step at a time so no [B, T, V] tensor is built."""
+    steps = [step_token_stats(logits, tokens[:, t], temperature) for t, logits in enumerate(step_logits)]
     return [torch.stack(col, dim=1).cpu().numpy() for col in zip(*steps)]

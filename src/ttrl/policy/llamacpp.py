@@ -347,7 +347,7 @@ class LlamaCppEngine:
         for t in range(max_new_tokens):
             tok = pick(logits, temperature, top_p, generator)
             if stats is not None:
-                for k, s in enumerate(token_stats(logits, tok)):
+                for k, s in enumerate(token_stats(logits, tok, temperature)):
                     for r, v in zip(alive, s.tolist()):
                         stats[r][k].append(v)
             if own is not None:

@@ -90,10 +90,19 @@ def run_transductive(sess) -> dict:
         return float(np.mean(xs)) if xs else None
 
     counted = [v for v in votes.values() if v["n_correct"] is not None]
+    # TTRV's protocol evaluates on a set that contains the adaptation items: report both parts apart
+    adapted_ids = {it.query.id for it in adapt}
+    seen = [r for r in preds if r["id"] in adapted_ids]
+    unseen = [r for r in preds if r["id"] not in adapted_ids]
+    split = {}
+    for part, rows in (("adapted_items", seen), ("other_items", unseen)):
+        split.update({f"{part}_base_accuracy": mean("base_correct", rows),
+                      f"{part}_adapted_accuracy": mean("adapted_correct", rows), f"n_{part}": len(rows)})
     summary = {
         "base_accuracy": mean("base_correct"),
         "adapted_accuracy": mean("adapted_correct"),
         "base_maj_accuracy": mean("base_maj_correct"),
+        **split,
         # pass@1 of the sampled votes, and pass@N (any of the N samples right)
         "base_sample_accuracy": float(np.mean([pass_at_k(n_votes, v["n_correct"], 1) for v in counted]))
         if counted else None,

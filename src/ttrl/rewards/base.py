@@ -8,6 +8,7 @@ carry a default and a one-line help citing the source; the CLI and YAML are gene
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -39,9 +40,16 @@ class RewardContext:
 
     rng: np.random.Generator  # seeded: same seed, same rewards
     policy: Any = None  # the policy itself, for rewards that ask it (self_judge); needs={"policy"}
-    # run-long memory a reward family may keep (a loaded embedder, a buffer of recent anchors),
-    # keyed by the family's name
+    # run-long memory a reward family may keep, keyed by the family's name: plain picklable data (a
+    # buffer of recent anchors, running answer shares) is checkpointed with the run; keys starting
+    # with "_" are caches rebuilt on demand (a loaded embedder) and are not
     state: dict = field(default_factory=dict)
+
+    def state_dict(self) -> dict:
+        return copy.deepcopy({k: v for k, v in self.state.items() if not k.startswith("_")})
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = {**{k: v for k, v in self.state.items() if k.startswith("_")}, **copy.deepcopy(state)}
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Certainty rewards from the policy's own token distributions (URLVR, TTRL authors, ICLR 2026).
 
-They read `Group.token_stats`, recorded by the sampler at temperature 1, so they cost no second
+They read `Group.token_stats`, recorded by the sampler from the distribution it sampled (softmax(z / T)
+at the rollout temperature, as the URLVR code does), so they cost no second
 forward pass. All of them "rise then fall" under training: pair them with the collapse monitor.
 """
 from __future__ import annotations

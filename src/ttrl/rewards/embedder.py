@@ -1,7 +1,7 @@
 """Sentence embedder shared by the embedding and cluster rewards, loaded once per run.
 
-The model lives in the run-long `RewardContext.state` under "embedder" (one entry per model name), so
-every group after the first reuses it.
+The model lives in the run-long `RewardContext.state` under "_embedder" (one entry per model name; a cache,
+so not checkpointed), and every group after the first reuses it.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class Embedder:
 
 
 def get_embedder(ctx_state: dict, model: str = DEFAULT_MODEL) -> Embedder:
-    cache = ctx_state.setdefault("embedder", {})
+    cache = ctx_state.setdefault("_embedder", {})
     if model not in cache:
         cache[model] = Embedder(model)
     return cache[model]

@@ -1,7 +1,10 @@
 """Agreement rewards over the answers of one group: TTRL majority vote, TTRV frequency and entropy.
 
-Unparsable answers (class None) never win a vote and get no frequency credit; they do count as
-one more outcome in the answer distribution, as empty answers do in TTRV's public code.
+Unparsable answers (class None) never win a vote and get no frequency credit. In the reward
+distributions each unparsable sample is an outcome of its own: two failures to answer do not agree.
+(TTRV's public code pools empty answers into one answer ""; a large pool of them then looks like
+consensus and the leave-one-out entropy term scores unparsable samples above parsed ones.)
+The logged `answer_entropy` diagnostic keeps TTRV's pooled form, where all-unparsable groups read as 0.
 """
 from __future__ import annotations
 
@@ -22,7 +25,20 @@ def majority_class(classes) -> int | None:
 
 
 def distribution(classes) -> Counter:
-    return Counter(classes)  # None is a bucket of its own
+    """Counts per outcome, with all unparsable samples pooled into one outcome None (TTRV's form)."""
+    return Counter(classes)
+
+
+def reward_distribution(classes) -> Counter:
+    """Counts per outcome for the agreement rewards: each unparsable sample is its own outcome, so
+    failures never add up to a consensus (an unparsable sample never out-scores a parsed one)."""
+    counts = Counter(c for c in classes if c is not None)
+    counts.update(("unparsed", i) for i, c in enumerate(classes) if c is None)
+    return counts
+
+
+def _outcomes(classes) -> list:
+    return [("unparsed", i) if c is None else c for i, c in enumerate(classes)]
 
 
 def entropy(counts: Counter) -> float:
@@ -50,7 +66,7 @@ def majority(group: Group, params, ctx: RewardContext) -> RewardOutput:
 
 
 def _frequencies(classes) -> list[float]:
-    counts, n = distribution(classes), len(classes)
+    counts, n = reward_distribution(classes), len(classes)
     return [0.0 if c is None else counts[c] / n for c in classes]
 
 
@@ -66,11 +82,12 @@ def _norm(counts: Counter) -> float:
 
 def loo_entropy_terms(classes) -> list[float]:
     """Per-sample diversity term -(H(P) - H(P_-i)) / log M: positive for samples whose removal would
-    raise the entropy (members of large buckets), so it survives group normalisation."""
-    counts = distribution(classes)
+    raise the entropy (members of large buckets), so it survives group normalisation. Unparsable
+    samples are singletons (reward_distribution), so their term is the lowest in the group."""
+    counts = reward_distribution(classes)
     h, z = entropy(counts), _norm(counts)
     out = []
-    for c in classes:
+    for c in _outcomes(classes):
         rest = counts.copy()
         rest[c] -= 1
         out.append((entropy(rest) - h) / z)
@@ -107,7 +124,7 @@ class TTRVParams:
 def ttrv(group: Group, params: TTRVParams, ctx: RewardContext) -> RewardOutput:
     r1 = _frequencies(group.classes)
     if params.form == "paper":
-        counts = distribution(group.classes)
+        counts = reward_distribution(group.classes)
         r2 = [-entropy(counts) / _norm(counts)] * len(group)
     elif params.form == "per_sample":
         r2 = loo_entropy_terms(group.classes)

@@ -39,4 +39,4 @@ def load_easy_vqa(split: str, task_args: dict[str, Any], size: int, seed: int) -
     pick = np.sort(np.random.default_rng(sample_seed).permutation(keep)[:size]) if size else np.array(keep)
     items = [Item(Query(f"easyvqa-{split}-{i}", questions[i], images=(paths[image_ids[i]],)), answers[i])
              for i in pick]
-    return Dataset(f"easyvqa:{split}:{qtype}", items)
+    return Dataset(f"easyvqa:{split}:{qtype}", items, answer_type="label")  # one of 13 words

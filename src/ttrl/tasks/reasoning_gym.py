@@ -6,6 +6,11 @@ from typing import Any
 from ..data import DataError, Dataset, Item, Query
 from . import register_source
 
+# Tasks whose answers are one number, read from the task definitions (not from any item's label); any other
+# task needs --answer-type.
+NUMERIC_TASKS = {"basic_arithmetic", "chain_sum", "decimal_arithmetic", "simple_equations", "leg_counting",
+                 "gsm_symbolic", "products"}
+
 
 @register_source("rg")
 def load_rg(name: str, task_args: dict[str, Any], size: int, seed: int) -> Dataset:
@@ -26,4 +31,4 @@ def load_rg(name: str, task_args: dict[str, Any], size: int, seed: int) -> Datas
     def score(pred: str | None, item: Item) -> bool:
         return pred is not None and ds.score_answer(pred, item.meta["entry"]) >= 1.0
 
-    return Dataset(f"rg:{name}", items, scorer=score)
+    return Dataset(f"rg:{name}", items, scorer=score, answer_type="number" if name in NUMERIC_TASKS else None)
