@@ -26,13 +26,13 @@ def one(share: bool, checkpointing: bool, prompts: int, n: int, tokens: int, pas
 
     from ttrl.config import ModelConfig
     from ttrl.data import Query
-    from ttrl.policy.hf_causal import HFCausalPolicy
+    from ttrl.backends.causal import CausalBackend
     from ttrl.rollout import Completion
 
     def peak_mb():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    policy = HFCausalPolicy(ModelConfig(share_prompt=share, gradient_checkpointing=checkpointing), False)
+    policy = CausalBackend(ModelConfig(share_prompt=share, gradient_checkpointing=checkpointing), False)
     gen = torch.Generator().manual_seed(0)
     comps = []
     for i in range(prompts):

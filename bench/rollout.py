@@ -44,12 +44,12 @@ def main() -> None:
 
     from ttrl.config import Config
     from ttrl.extractors import get_extractor
-    from ttrl.policy.hf_causal import HFCausalPolicy
+    from ttrl.backends.causal import CausalBackend
     from ttrl.tasks import load_dataset
 
     cfg = Config()
     torch.manual_seed(0)
-    policy = HFCausalPolicy(cfg.model)
+    policy = CausalBackend(cfg.model)
     with torch.no_grad():  # a trained-looking adapter, so merged and unmerged paths both do real work
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:
@@ -77,7 +77,8 @@ def main() -> None:
             with torch.no_grad():
                 lora[0].add_(0.0)  # an in-place update, as the optimizer makes
             t0 = time.perf_counter()
-            policy._llamacpp()
+            with policy.engine.session():  # re-exports and reloads the changed adapter
+                pass
             times.append(time.perf_counter() - t0)
         print(f"llamacpp adapter sync per training step: {1e3 * min(times):.0f} ms "
               f"({sum(p.numel() for p in lora) / 1e6:.1f}M LoRA parameters)")

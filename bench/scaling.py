@@ -28,7 +28,7 @@ def measure(policy, trainer_cls, cfg, queries, n, length, steps):
     for k in range(steps + 1):
         st = trainer.step([queries[k % len(queries)]]).stats
         if k:
-            rows.append((st["seconds"], st["seconds_sample"], st["seconds_update"], st["tokens"]))
+            rows.append((st.seconds, st.seconds_sample, st.seconds_update, st.tokens))
     return np.mean(rows, axis=0)
 
 
@@ -48,14 +48,14 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     from ttrl.config import Config
-    from ttrl.policy.hf_causal import HFCausalPolicy
+    from ttrl.backends.causal import CausalBackend
     from ttrl.tasks import load_dataset
     from ttrl.trainer import Trainer
 
     cfg = Config()
     cfg.grpo.prompts_per_step = 1
     torch.manual_seed(0)
-    policy = HFCausalPolicy(cfg.model)
+    policy = CausalBackend(cfg.model)
     policy.eos_ids = {-1}  # never stop early: every sample is exactly the budget long
     queries = [it.query for it in load_dataset(cfg.data.data, cfg.data.task_args, 8, 0).items]
 

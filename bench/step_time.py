@@ -16,6 +16,7 @@ from ttrl.config import Config
 from ttrl.extractors import get_extractor
 from ttrl.rewards import Reward
 from ttrl.tasks import load_dataset
+from ttrl.seeds import derive
 from ttrl.trainer import Trainer
 
 
@@ -43,14 +44,14 @@ def main() -> None:
     ap.add_argument("--gradient-checkpointing", action="store_true")
     args = ap.parse_args()
 
-    from ttrl.policy.hf_causal import HFCausalPolicy
+    from ttrl.backends.causal import CausalBackend
 
     cfg = Config()
     cfg.model.gradient_checkpointing = args.gradient_checkpointing
     cfg.grpo.prompts_per_step, cfg.sampling.n_votes, cfg.sampling.n_train = args.prompts, args.n, args.n
     data = load_dataset(cfg.data.data, cfg.data.task_args, 64, 0)
     extractor = get_extractor("number")
-    policy = HFCausalPolicy(cfg.model, need_reference=cfg.grpo.kl_coef > 0)
+    policy = CausalBackend(cfg.model, need_reference=cfg.grpo.kl_coef > 0)
     trainer = Trainer(policy, extractor, Reward(cfg.reward.reward), cfg.sampling, cfg.grpo, extractor.instruction, 0)
     s = cfg.sampling
     still = torch.optim.AdamW(policy.trainable_parameters(), lr=0.0)
@@ -63,15 +64,15 @@ def main() -> None:
         t0 = time.perf_counter()
         groups = policy.generate(prompts, s.n_votes, temperature=s.temperature, top_p=s.top_p,
                                  max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
-                                 seed=trainer.seed * 1_000_003 + trainer.steps - 1)
+                                 seed=derive(trainer.seed, "rollout", trainer.steps - 1))
         t1 = time.perf_counter()
-        trained_groups = groups[: int(st["groups_trained"])]  # the step skips groups with equal rewards
+        trained_groups = groups[: int(st.groups_trained)]  # the step skips groups with equal rewards
         floor_update(policy, still, [c for g in trained_groups for c in g], s.temperature, cfg.grpo.micro_batch,
                      cfg.grpo.kl_coef > 0)
         t2 = time.perf_counter()
         if k:
-            rows.append((st["seconds"], st["seconds_sample"], st["seconds_reward"], st["seconds_update"],
-                         t1 - t0, t2 - t1, st["groups_trained"]))
+            rows.append((st.seconds, st.seconds_sample, st.seconds_reward, st.seconds_update,
+                         t1 - t0, t2 - t1, st.groups_trained))
     r = np.array(rows).mean(0)
     step, samp, rew, upd, fgen, fupd, trained = r
     floor = fgen + fupd

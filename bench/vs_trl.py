@@ -19,12 +19,12 @@ import torch
 
 def ttrl_steps(cfg, queries_per_step, steps):
     from ttrl.extractors import get_extractor
-    from ttrl.policy.hf_causal import HFCausalPolicy
+    from ttrl.backends.causal import CausalBackend
     from ttrl.rewards import Reward
     from ttrl.trainer import Trainer
 
     torch.manual_seed(0)
-    policy = HFCausalPolicy(cfg.model, need_reference=cfg.grpo.kl_coef > 0)
+    policy = CausalBackend(cfg.model, need_reference=cfg.grpo.kl_coef > 0)
     ext = get_extractor("number")
     trainer = Trainer(policy, ext, Reward("majority"), cfg.sampling, cfg.grpo, ext.instruction, seed=0)
     times, tokens = [], []
@@ -33,7 +33,7 @@ def ttrl_steps(cfg, queries_per_step, steps):
         st = trainer.step(queries_per_step[k]).stats
         if k:
             times.append(time.perf_counter() - t0)
-            tokens.append(st["tokens"])
+            tokens.append(st.tokens)
     return times, tokens, [policy.render(q, ext.instruction).text for qs in queries_per_step for q in qs]
 
 
@@ -44,7 +44,7 @@ def trl_steps(cfg, prompts, args, steps):
     from trl import GRPOConfig, GRPOTrainer
 
     from ttrl.integrations.trl import trl_reward
-    from ttrl.policy.zoo import resolve_model
+    from ttrl.zoo import resolve_model
 
     class Clock(TrainerCallback):
         def __init__(self):

@@ -5,6 +5,6 @@ import pytest
 def policy():
     """The real SmolLM2-135M-Instruct with a fresh LoRA adapter (converted once, then cached)."""
     from ttrl.config import ModelConfig
-    from ttrl.policy.hf_causal import HFCausalPolicy
+    from ttrl.backends.causal import CausalBackend
 
-    return HFCausalPolicy(ModelConfig(), need_reference=True)
+    return CausalBackend(ModelConfig(), need_reference=True)

@@ -10,7 +10,7 @@ import torch
 from ttrl.config import Config, ConfigError, ModelConfig
 from ttrl.data import Dataset, Item, Query
 from ttrl.grpo import group_advantages, k3_kl
-from ttrl.policy.decode import token_stats
+from ttrl.engines.base import token_stats
 from ttrl.rewards import Group, Reward, RewardContext
 from ttrl.session import resolve_answer_type
 
@@ -18,13 +18,11 @@ AGREEMENT = ["majority", "frequency", "entropy", "ttrv", "ttrv+0.0*entropy"]
 
 
 def _rewards(spec, classes, **params):
-    from ttrl.config import build_reward_params
+    from ttrl.rewards.base import build_params
 
-    cfg = Config()
-    cfg.reward.reward_params = params
     answers = tuple(None if c is None else str(c) for c in classes)
     group = Group(Query("q", "p"), tuple(a or "" for a in answers), answers, tuple(classes))
-    return Reward(spec, build_reward_params(cfg))(group, RewardContext(rng=np.random.default_rng(0))).rewards
+    return Reward(spec, build_params(params))(group, RewardContext(rng=np.random.default_rng(0))).rewards
 
 
 @pytest.mark.parametrize("classes", [[None] * 6 + [0, 1], [None] * 5 + [0, 0, 1]])
@@ -127,7 +125,7 @@ def test_hf_generate_fallback_ignores_the_models_generation_config(policy):
     from ttrl.rollout import Prompt
 
     prompt = Prompt(policy.render(Query("q", "Calculate 3 + 4."), "Give the final answer as a single number.").text)
-    enc = policy._encode([prompt])
+    enc = policy.encode([prompt])
     with torch.no_grad():
         first = int(policy.model(**enc).logits[0, -1].argmax())
     base = policy.model.get_base_model()
@@ -147,15 +145,15 @@ def test_hf_generate_fallback_ignores_the_models_generation_config(policy):
 
 @pytest.mark.slow
 def test_lora_dropout_acts_in_the_update_pass_only():
-    from ttrl.policy.hf_causal import HFCausalPolicy
+    from ttrl.backends.causal import CausalBackend
     from ttrl.rollout import Completion
 
-    pol = HFCausalPolicy(ModelConfig(lora_dropout=0.5, lora_r=4), need_reference=True, seed=0)
+    pol = CausalBackend(ModelConfig(lora_dropout=0.5, lora_r=4), need_reference=True, seed=0)
     with torch.no_grad():  # a non-zero adapter, so that dropping its input changes the output
         for n, p in pol.model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.05)
-    enc = pol._encode([pol.render(Query("q", "Calculate 3 + 4."), "")])
+    enc = pol.encode([pol.render(Query("q", "Calculate 3 + 4."), "")])
     comp = Completion(tuple(enc["input_ids"][0].tolist()), (22, 23, 24), "", False)
     a, _ = pol.token_logprobs([comp], temperature=1.0)
     b, _ = pol.token_logprobs([comp], temperature=1.0)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ttrl.data import Query
-from ttrl.policy.decode import pick
+from ttrl.engines.base import pick
 
 
 def test_pick_greedy_and_inverse_cdf_matches_softmax():

@@ -31,7 +31,7 @@ def write_data(path, offset):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from ttrl.policy.zoo import resolve_model
+    from ttrl.zoo import resolve_model
 
     root = tmp_path_factory.mktemp("e2e")
     model_dir = resolve_model("smollm2-135m")  # exercise the "any local Hugging Face folder" path

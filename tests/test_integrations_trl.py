@@ -34,7 +34,7 @@ def test_trl_grpo_trainer_runs_a_step_with_a_ttrl_reward(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from ttrl.policy.zoo import resolve_model
+    from ttrl.zoo import resolve_model
 
     path = resolve_model("smollm2-135m")
     tok = AutoTokenizer.from_pretrained(path)

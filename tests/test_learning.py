@@ -36,17 +36,17 @@ def mean_reward(policy, reward, seed):
 
 def test_grpo_steps_raise_a_deterministic_reward(brevity_reward):
     from ttrl.config import ModelConfig
-    from ttrl.policy.hf_causal import HFCausalPolicy
+    from ttrl.backends.causal import CausalBackend
 
-    policy = HFCausalPolicy(ModelConfig(), need_reference=True)  # its own adapter: other tests see a fresh one
+    policy = CausalBackend(ModelConfig(), need_reference=True)  # its own adapter: other tests see a fresh one
     before = mean_reward(policy, brevity_reward, seed=123)
     trainer = Trainer(policy, get_extractor("text"), brevity_reward,
                       SamplingConfig(n_votes=8, n_train=8, temperature=1.0, max_new_tokens=32, batch_size=16),
                       GRPOConfig(lr=2e-3, kl_coef=0.001), instruction="", seed=0)
     stats = [trainer.step(QUERIES).stats for _ in range(4)]
     after = mean_reward(policy, brevity_reward, seed=123)
-    assert all(s["groups_trained"] == 2 for s in stats)
-    assert stats[-1]["kl"] > 0
+    assert all(s.groups_trained == 2 for s in stats)
+    assert stats[-1].update.kl > 0
     # responses start near the 32-token cap (~ -1.5); the reward must rise by a clear margin
     print("brevity reward before/after:", before, after)
-    assert after > before + 0.3, (before, after, [s["reward_mean"] for s in stats])
+    assert after > before + 0.3, (before, after, [s.reward_mean for s in stats])

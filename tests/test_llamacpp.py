@@ -10,7 +10,7 @@ from ttrl.data import Query
 
 
 def test_unsupported_models_get_a_clear_error():
-    from ttrl.policy.llamacpp import _Layout
+    from ttrl.engines.llamacpp_export import _Layout
 
     with pytest.raises(ConfigError, match="supports model types"):
         _Layout(SimpleNamespace(model_type="gpt2"))
@@ -21,7 +21,7 @@ def test_unsupported_models_get_a_clear_error():
 
 
 def test_rope_permutation_interleaves_the_two_halves_of_each_head():
-    from ttrl.policy.llamacpp import _permute
+    from ttrl.engines.llamacpp_export import _permute
 
     # one head of dim 4: HF rows (x0, x1 | y0, y1) -> llama.cpp rows (x0, y0, x1, y1)
     w = np.arange(8).reshape(4, 2)
@@ -115,9 +115,9 @@ def test_trainer_reports_and_corrects_the_rollout_mismatch(adapted):
                       SamplingConfig(n_votes=4, n_train=4, temperature=1.0, max_new_tokens=16, batch_size=8),
                       GRPOConfig(lr=1e-4), instruction="Give the final answer as a single number.", seed=0)
     stats = trainer.step(qs).stats
-    assert stats["groups_trained"] > 0
-    assert 0 < abs(stats["rollout_kl"]) < 0.05
-    assert 0.5 < stats["tis_weight"] <= 2.0
-    engine = policy._engines["q8_0"]
+    assert stats.groups_trained > 0
+    assert 0 < abs(stats.update.rollout_kl) < 0.05
+    assert 0.5 < stats.update.tis_weight <= 2.0
+    runner = policy._engines["llamacpp"]._runners["q8_0"]
     policy.close()  # run() frees the engines when it ends
-    assert engine.model is None and engine.ctx is None and not policy._engines
+    assert runner.model is None and runner.ctx is None and not policy._engines

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from ttrl.data import Query
+from ttrl.group import Group as VoteGroup
+from ttrl.group import majority_class
 from ttrl.rewards import Group, Reward, RewardContext, RewardError
-from ttrl.rewards.voting import majority_class, vote_stats
 
 
 def group(classes):
@@ -107,9 +108,11 @@ def test_bad_reward_specs(spec, msg):
 
 
 def test_vote_stats():
-    s = vote_stats([0, 0, 1, None])
-    assert s["majority_ratio"] == 0.5
-    assert s["parsed"] == 0.75
-    assert s["unique_answers"] == 2
+    g = VoteGroup(Query("q", "p"), ("a", "a", "b", "?"), ("a", "a", "b", None), (0, 0, 1, None))
+    assert g.majority_answer == "a"
+    s = g.vote_stats()
+    assert s.majority_ratio == 0.5
+    assert s.parsed == 0.75
+    assert s.unique_answers == 2
     # buckets 2/4, 1/4, 1/4 (None is a bucket)
-    assert s["answer_entropy"] == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
+    assert s.answer_entropy == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))

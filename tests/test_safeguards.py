@@ -1,14 +1,18 @@
 """Safeguards firing and not firing, on hand-made statistics."""
+import dataclasses
+from types import SimpleNamespace
+
 from ttrl.config import SafeguardConfig
+from ttrl.group import VoteStats
 from ttrl.safeguards import CollapseMonitor, EarlyStopper, budget_reason, gate_reason
 
-VOTE_OK = {"majority_ratio": 0.75, "answer_entropy": 0.56, "parsed": 1.0, "unique_answers": 2}
+VOTE_OK = VoteStats(majority_ratio=0.75, answer_entropy=0.56, unique_answers=2, parsed=1.0)
 
 
 def test_gate():
     assert gate_reason(VOTE_OK, SafeguardConfig()) is None
-    assert gate_reason({**VOTE_OK, "parsed": 0.0}, SafeguardConfig()) == "no answer parsed"
-    assert gate_reason({**VOTE_OK, "parsed": 0.0}, SafeguardConfig(gate_require_parsed=False)) is None
+    assert gate_reason(dataclasses.replace(VOTE_OK, parsed=0.0), SafeguardConfig()) == "no answer parsed"
+    assert gate_reason(dataclasses.replace(VOTE_OK, parsed=0.0), SafeguardConfig(gate_require_parsed=False)) is None
     assert "majority ratio 0.75 < 0.8" in gate_reason(VOTE_OK, SafeguardConfig(gate_min_majority=0.8))
     assert gate_reason(VOTE_OK, SafeguardConfig(gate_min_majority=0.7)) is None
     assert "answer entropy 0.56 > 0.5" in gate_reason(VOTE_OK, SafeguardConfig(gate_max_entropy=0.5))
@@ -16,7 +20,8 @@ def test_gate():
 
 
 def feed(monitor, rows):
-    return [monitor.update(dict(zip(("answer_entropy", "kl", "response_length"), r))) for r in rows]
+    return [monitor.update(SimpleNamespace(answer_entropy=h, update=SimpleNamespace(kl=kl), response_length=n))
+            for h, kl, n in rows]
 
 
 def test_monitor_entropy_floor_needs_rising_kl():

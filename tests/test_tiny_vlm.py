@@ -1,7 +1,8 @@
 """The bundled tiny VLM (SmolLM2 + a small CLIP tower trained on easy-vqa): assembly, processor, answers."""
 import pytest
 
-from ttrl.policy import tiny_vlm
+from ttrl.tasks.easy_vqa import question_type
+from ttrl.zoo import tiny_vlm, tiny_vlm_train
 
 QUESTION = "what color is the shape?\nAnswer with a single word or short phrase."
 
@@ -13,17 +14,17 @@ def test_question_types_match_answer_categories():
     kinds = {"color": colors, "shape": {"circle", "rectangle", "triangle"}, "yesno": {"yes", "no"}}
     qs, answers, _ = easy_vqa.get_test_questions()
     for q, a in zip(qs, answers):
-        assert a in kinds[tiny_vlm.question_type(q)], (q, a)
+        assert a in kinds[question_type(q)], (q, a)
 
 
 def test_eval_subset_is_fixed_and_stratified():
-    a, b = tiny_vlm.eval_subset(20), tiny_vlm.eval_subset(20)
+    a, b = tiny_vlm_train.eval_subset(20), tiny_vlm_train.eval_subset(20)
     assert a == b and len(set(a)) == 60
 
 
 def test_zoo_names_the_missing_weights_and_how_to_build_them():
     # The trained tower is not committed yet (issue 4): resolving the zoo name must say how to build it.
-    from ttrl.policy.zoo import resolve_model
+    from ttrl.zoo import resolve_model
 
     if tiny_vlm.ASSET.exists():
         assert resolve_model("tiny-vlm")
@@ -80,7 +81,7 @@ def test_greedy_answer_to_an_easy_vqa_question(tiny):
 
     processor, model = tiny
     question, _, image = _test_image(2)  # "what is the color of the shape?"
-    content = tiny_vlm.user_content(question)
+    content = tiny_vlm_train.user_content(question)
     text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
     enc = processor(text=[text], images=[image], return_tensors="pt")
     with torch.no_grad():
@@ -95,7 +96,7 @@ def test_greedy_answer_to_an_easy_vqa_question(tiny):
 def test_zoo_cli_parses_build_options():
     import argparse
 
-    from ttrl.zoo_cli import add_zoo_parser
+    from ttrl.zoo.cli import add_zoo_parser
 
     p = argparse.ArgumentParser(prog="ttrl")
     add_zoo_parser(p.add_subparsers(dest="command", required=True))

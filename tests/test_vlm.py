@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 def vlm_path():
     """The bundled tiny-vlm with its trained vision weights, or, before they are built, the same
     architecture with an untrained tower (the backend mechanics tested here do not need it to see)."""
-    from ttrl.policy import tiny_vlm
-    from ttrl.policy.zoo import cache_root, resolve_model
+    from ttrl.zoo import tiny_vlm
+    from ttrl.zoo import cache_root, resolve_model
 
     if tiny_vlm.ASSET.exists():
         return resolve_model("tiny-vlm")
@@ -32,9 +32,9 @@ def vlm_path():
 @pytest.fixture(scope="module")
 def vlm(vlm_path):
     from ttrl.config import ModelConfig
-    from ttrl.policy.hf_vlm import HFVisionPolicy
+    from ttrl.backends.vision import VisionBackend
 
-    return HFVisionPolicy(ModelConfig(model=vlm_path), need_reference=True)
+    return VisionBackend(ModelConfig(model=vlm_path), need_reference=True)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_grpo_step_changes_language_lora_only(vlm, items):
                       SamplingConfig(n_votes=4, n_train=4, temperature=1.0, max_new_tokens=5, batch_size=8),
                       GRPOConfig(lr=1e-3, kl_coef=0.01), instruction="Answer with a single word.", seed=0)
     stats = trainer.step([it.query for it in items[:2]]).stats
-    assert stats["groups_trained"] >= 1
+    assert stats.groups_trained >= 1
     after = dict(vlm.model.named_parameters())
     assert any(not torch.equal(before[n], after[n]) for n in before if "lora_B" in n)
 

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
             _add_option(grp, [_flag(f"{name}_{f.name}")], f"rewardparam.{name}.{f.name}", f, f"[{name}] ",
                         type=ptypes[f.name] if ptypes[f.name] in (int, float, str) else str)
     sub.add_parser("rewards", help="list every reward with its help text")
-    from .zoo_cli import add_zoo_parser
+    sub.add_parser("backends", help="list the model backends and rollout engines (--backend, --decoder)")
+    from .zoo.cli import add_zoo_parser
 
     add_zoo_parser(sub)
     return p
@@ -92,6 +93,19 @@ def cmd_rewards() -> int:
         print(f"{name:20s} {spec.help}")
         for f in dataclasses.fields(spec.params):
             print(f"{'':22s}{_flag(f'{name}_{f.name}')} (default {_fmt_default(f)}): {f.metadata.get('help', '')}")
+    return 0
+
+
+def cmd_backends() -> int:
+    from .backends import all_backends
+    from .engines import all_engines
+
+    print("backends (--backend; auto picks the first, in this order, whose check accepts the model's config):")
+    for spec in sorted(all_backends().values(), key=lambda s: -s.priority):
+        print(f"  {spec.name:10s} {spec.help}")
+    print("rollout engines (--decoder; auto: lean where it fits, else hf):")
+    for name, spec in sorted(all_engines().items()):
+        print(f"  {name:10s} {spec.help}")
     return 0
 
 
@@ -159,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.command == "rewards":
             return cmd_rewards()
+        if ns.command == "backends":
+            return cmd_backends()
         if ns.command == "zoo":
-            from .zoo_cli import cmd_zoo
+            from .zoo.cli import cmd_zoo
 
             return cmd_zoo(ns)
         return cmd_run(ns)

@@ -30,6 +30,11 @@ class Query:
     choices: tuple[str, ...] | None = None
     images: tuple[str, ...] = ()
 
+    @property
+    def modalities(self) -> frozenset[str]:
+        """What the item carries besides text; a backend must read each of them."""
+        return frozenset({"image"} if self.images else ())
+
 
 @dataclass(frozen=True)
 class Item:

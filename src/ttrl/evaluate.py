@@ -5,10 +5,11 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from .backends.base import Backend
 from .data import Dataset, Item, Query
-from .extractors import Extractor, equivalence_classes
-from .policy.base import Policy
-from .rewards.voting import majority_class
+from .extractors import Extractor
+from .group import Group
+from .seeds import derive
 
 
 def make_scorer(dataset: Dataset, extractor: Extractor) -> Callable[[str | None, Item], bool | None]:
@@ -27,10 +28,10 @@ def make_scorer(dataset: Dataset, extractor: Extractor) -> Callable[[str | None,
     return score
 
 
-def answer(policy: Policy, extractor: Extractor, queries: Sequence[Query], instruction: str, *, n: int = 1,
+def answer(policy: Backend, extractor: Extractor, queries: Sequence[Query], instruction: str, *, n: int = 1,
            temperature: float | None = None, top_p: float = 1.0, max_new_tokens: int, batch_size: int,
            seed: int, desc: str, skip: set[str] = frozenset()):
-    """Yield (query, texts, answers) per query, a generate call at a time, so callers can write
+    """Yield a Group per query (its n responses and answers), a generate call at a time, so callers can write
     results as they go. Queries whose id is in `skip` (done before a resume) are not yielded; chunks
     and seeds stay those of the full list, so a resumed run samples exactly what an unbroken one does."""
     chunk = max(1, batch_size // n)
@@ -42,17 +43,9 @@ def answer(policy: Policy, extractor: Extractor, queries: Sequence[Query], instr
             continue
         prompts = [policy.render(q, instruction) for q in qs]
         groups = policy.generate(prompts, n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                 batch_size=batch_size, seed=seed + start)
+                                 batch_size=batch_size, seed=derive(seed, "answer", start))
         for q, comps in zip(qs, groups):
-            if q.id in skip:
-                continue
-            texts = [c.text for c in comps]
-            yield q, texts, [extractor.extract(t, q.choices) for t in texts]
+            if q.id not in skip:
+                yield Group.build(q, [c.text for c in comps], extractor)
         bar.update(len(qs))
     bar.close()
-
-
-def majority_answer(answers: Sequence[str | None], extractor: Extractor) -> str | None:
-    classes = equivalence_classes(answers, extractor)
-    maj = majority_class(classes)
-    return None if maj is None else answers[classes.index(maj)]

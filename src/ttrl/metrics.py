@@ -10,8 +10,8 @@ import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .evaluate import majority_answer
 from .extractors import Extractor
+from .group import majority_answer
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -28,7 +28,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def maj_at_n(answers: Sequence[str | None], is_correct: Callable[[Any], bool], extractor: Extractor | None = None) -> float:
-    """1.0 if the majority answer (the vote of `ttrl.rewards.voting`: equivalence classes of the
+    """1.0 if the majority answer (the vote of `ttrl.group`: equivalence classes of the
     extractor, ties to the first seen, None never wins) is correct, else 0.0."""
     top = majority_answer(answers, extractor or Extractor())
     return 0.0 if top is None else float(bool(is_correct(top)))

@@ -7,16 +7,18 @@ from __future__ import annotations
 import numpy as np
 
 from .config import SafeguardConfig
+from .group import VoteStats
+from .stats import StepStats
 
 
-def gate_reason(vote: dict[str, float], cfg: SafeguardConfig) -> str | None:
+def gate_reason(vote: VoteStats, cfg: SafeguardConfig) -> str | None:
     """Why a group should not be trained on (weak consensus or nothing parsed), or None."""
-    if cfg.gate_require_parsed and vote["parsed"] == 0:
+    if cfg.gate_require_parsed and vote.parsed == 0:
         return "no answer parsed"
-    if cfg.gate_min_majority and vote["majority_ratio"] < cfg.gate_min_majority:
-        return f"majority ratio {vote['majority_ratio']:.2f} < {cfg.gate_min_majority}"
-    if cfg.gate_max_entropy and vote["answer_entropy"] > cfg.gate_max_entropy:
-        return f"answer entropy {vote['answer_entropy']:.2f} > {cfg.gate_max_entropy}"
+    if cfg.gate_min_majority and vote.majority_ratio < cfg.gate_min_majority:
+        return f"majority ratio {vote.majority_ratio:.2f} < {cfg.gate_min_majority}"
+    if cfg.gate_max_entropy and vote.answer_entropy > cfg.gate_max_entropy:
+        return f"answer entropy {vote.answer_entropy:.2f} > {cfg.gate_max_entropy}"
     return None
 
 
@@ -29,9 +31,10 @@ class CollapseMonitor:
         self.cfg = cfg
         self.history: list[dict[str, float]] = []
 
-    def update(self, stats: dict[str, float]) -> str | None:
+    def update(self, stats: StepStats) -> str | None:
         c = self.cfg
-        self.history.append({k: float(stats.get(k, 0.0)) for k in ("answer_entropy", "kl", "response_length")})
+        self.history.append({"answer_entropy": stats.answer_entropy, "kl": stats.update.kl,
+                             "response_length": stats.response_length})
         if c.monitor == "off" or len(self.history) <= c.monitor_warmup:
             return None
         base_len = np.mean([h["response_length"] for h in self.history[:c.monitor_warmup]])

@@ -12,14 +12,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import Config, ConfigError, build_reward_params
+from .backends import Backend, all_backends, backend_name
+from .config import Config, ConfigError
 from .data import DataError, Dataset, Item, iter_jsonl
+from .engines import all_engines
 from .evaluate import make_scorer
 from .extractors import EXTRACTORS, Extractor, get_extractor
-from .policy.hf_causal import HFCausalPolicy
-from .policy.hf_vlm import HFVisionPolicy
-from .policy.zoo import resolve_model
-from .rewards import Reward
+from .rewards import Reward, RewardError
+from .rewards.base import build_params
+from .seeds import derive
+from .zoo import resolve_model
 from .runlog import RunDir
 from .tasks import load_dataset
 from .trainer import StepResult, Trainer
@@ -27,7 +29,9 @@ from .trainer import StepResult, Trainer
 log = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(run_seed: int) -> None:
+    """The global generators (used by libraries, e.g. sampling in transformers' generate), from the run seed."""
+    seed = derive(run_seed, "global") % 2**32  # numpy's legacy seed takes 32 bits
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -55,7 +59,7 @@ class Session:
     extractor: Extractor
     answer_type: str
     instruction: str
-    policy: HFCausalPolicy
+    policy: Backend
     reward: Reward
     trainer: Trainer
     out: RunDir
@@ -79,34 +83,57 @@ class Session:
                 continue
             score = self.adapt_score or self.score
             label_ok.append(bool(score(g.pseudo_label, item)))
-            for a in g.answers:
-                voted = a is not None and g.pseudo_label is not None and (
-                    a == g.pseudo_label or self.extractor.equivalent(a, g.pseudo_label))
+            maj = g.group.majority_class
+            for a, c in zip(g.group.answers, g.group.classes):
+                voted = maj is not None and c == maj
                 reward_ok.append(voted == bool(score(a, item)))
         if not label_ok:
             return {}
         return {"label_accuracy": float(np.mean(label_ok)), "reward_accuracy": float(np.mean(reward_ok))}
 
 
+def check_names(cfg: Config) -> None:
+    """Names the registries must know (reward, reward params, answer type, backend, engine), checked before
+    anything slow. Here rather than in config.py, which stays below every registry."""
+    try:
+        Reward(cfg.reward.reward, build_params(cfg.reward.reward_params))
+    except RewardError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.data.answer_type != "auto" and cfg.data.answer_type not in EXTRACTORS:
+        raise ConfigError(f"answer_type {cfg.data.answer_type!r} is not one of auto, {', '.join(sorted(EXTRACTORS))}")
+    for what, name, known in (("backend", cfg.model.backend, all_backends()), ("decoder", cfg.model.decoder, all_engines())):
+        if name != "auto" and name not in known:
+            raise ConfigError(f"{what} {name!r} is not one of auto, {', '.join(sorted(known))}")
+
+
+def _stream_head(spec: str):
+    """(items seen ahead, a function giving the whole stream) for an online run over a JSONL file or stdin. A file
+    is peeked at (200 lines) and read again; stdin is peeked at its first line only (it is live), which is then
+    replayed, so a file and the same lines on stdin resolve the same answer type."""
+    if spec != "-":
+        if not Path(spec).exists():
+            raise DataError(spec, None, None, "no such file")
+        head = [e for _, e in islice(iter_jsonl(spec), 200) if isinstance(e, Item)]
+        return head, lambda: (entry for _, entry in iter_jsonl(spec))
+    lines = iter_jsonl(spec)
+    first = list(islice(lines, 1))
+    return [e for _, e in first if isinstance(e, Item)], lambda: (entry for _, entry in (*first, *lines))
+
+
 def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
     seed_everything(cfg.run.seed)
-    reward = Reward(cfg.reward.reward, build_reward_params(cfg))  # validate before the slow parts
+    check_names(cfg)
+    reward = Reward(cfg.reward.reward, build_params(cfg.reward.reward_params))
     for name in reward.group_constant_terms():  # centring alone removes a group constant
         warnings.warn(f"reward {name!r} with these params is the same for every sample of a group: "
                       "group-normalised advantages remove it, so it has no effect on training", stacklevel=2)
     stream = None
     spec = cfg.data.data
     if cfg.protocol.protocol in ("online", "episodic") and (spec == "-" or Path(spec).suffix == ".jsonl"):
-        # a stream: read line by line while the run goes; peek at the head to infer the answer type
-        if spec != "-" and not Path(spec).exists():
-            raise DataError(spec, None, None, "no such file")
-        head = [] if spec == "-" else [e for _, e in islice(iter_jsonl(spec), 200) if isinstance(e, Item)]
+        head, stream = _stream_head(spec)  # read line by line while the run goes
         dataset = Dataset(Path(spec).stem, head)
-
-        def stream():
-            return (entry for _, entry in iter_jsonl(spec))
     else:
-        dataset = load_dataset(spec, cfg.data.task_args, cfg.data.task_size, cfg.run.seed)
+        dataset = load_dataset(spec, cfg.data.source_args(), cfg.data.task_size, cfg.data.data_seed)
     answer_type = resolve_answer_type(cfg, dataset)
     extractor = get_extractor(answer_type, rel_tol=cfg.data.rel_tol, synonyms=cfg.data.synonyms)
     instruction = cfg.model.instruction or extractor.instruction
@@ -114,31 +141,32 @@ def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
     score = adapt_score = make_scorer(dataset, extractor)
     pool = items
     if cfg.data.adapt_data:  # cross-data-set transfer: adapt on another source, evaluate on this one
-        adapt_set = load_dataset(cfg.data.adapt_data, cfg.data.adapt_task_args, cfg.data.task_size, cfg.run.seed + 1)
+        adapt_set = load_dataset(cfg.data.adapt_data, cfg.data.adapt_task_args, cfg.data.task_size,
+                                 derive(cfg.data.data_seed, "adapt_data"))
         pool, adapt_score = adapt_set.items, make_scorer(adapt_set, extractor)
-    items = usable(items, out, report=not resume)
-    pool = usable(pool, out, report=not resume) if cfg.data.adapt_data else items
-    k = cfg.data.adapt_size or len(pool)
-    rng = np.random.default_rng(cfg.run.seed)
-    adapt_items = [pool[i] for i in sorted(rng.permutation(len(pool))[:k])]
     policy = make_policy(cfg, need_reference=cfg.grpo.kl_coef > 0)
-    if dataset.items and any(it.query.images for it in dataset.items) and not isinstance(policy, HFVisionPolicy):
-        raise DataError(spec, None, "image", f"items have images but {cfg.model.model!r} is a text-only model")
+    modalities = {m for it in dataset.items + pool for m in it.query.modalities}
+    if modalities - policy.modalities:
+        raise DataError(spec, None, ", ".join(sorted(modalities - policy.modalities)),
+                        f"items carry {sorted(modalities)} but {cfg.model.model!r} ({policy.backend_name} backend) reads "
+                        f"{sorted(policy.modalities) or 'text only'}")
+    items = usable(items, policy, out, report=not resume)
+    pool = usable(pool, policy, out, report=not resume) if cfg.data.adapt_data else items
+    k = cfg.data.adapt_size or len(pool)
+    rng = np.random.default_rng(derive(cfg.run.seed, "adapt_items"))
+    adapt_items = [pool[i] for i in sorted(rng.permutation(len(pool))[:k])]
     trainer = Trainer(policy, extractor, reward, cfg.sampling, cfg.grpo, instruction, cfg.run.seed, cfg.safeguards)
     return Session(cfg, dataset, items, adapt_items, extractor, answer_type, instruction, policy, reward, trainer,
                    out, score, resume, trainer.snapshot(), adapt_score=adapt_score, stream=stream)
 
 
-def usable(items: list[Item], out: RunDir, report: bool = True) -> list[Item]:
-    """Items whose images open; each bad one is reported (naming the item and file) and left out, so
-    one broken image costs that item only."""
-    from .policy.hf_vlm import load_image
-
+def usable(items: list[Item], policy: Backend, out: RunDir, report: bool = True) -> list[Item]:
+    """Items whose inputs the backend can read (images open, ...); each bad one is reported (naming the item and
+    file) and left out, so one broken file costs that item only."""
     good = []
     for it in items:
         try:
-            for path in it.query.images:
-                load_image(path)
+            policy.check(it.query)
         except DataError as e:
             msg = f"item {it.query.id!r}: {e} (skipped)"
             log.error(msg)
@@ -149,13 +177,7 @@ def usable(items: list[Item], out: RunDir, report: bool = True) -> list[Item]:
     return good
 
 
-def make_policy(cfg: Config, need_reference: bool):
-    """The vision backend when asked for, or (auto) when the model's config has a vision part."""
-    backend = cfg.model.backend
-    if backend == "auto":
-        from transformers import AutoConfig
-
-        mcfg = AutoConfig.from_pretrained(resolve_model(cfg.model.model))
-        backend = "vision" if getattr(mcfg, "vision_config", None) is not None else "causal"
-    cls = HFVisionPolicy if backend == "vision" else HFCausalPolicy
-    return cls(cfg.model, need_reference=need_reference, seed=cfg.run.seed)
+def make_policy(cfg: Config, need_reference: bool) -> Backend:
+    """The configured backend, or (auto) the one the model's config names (backends/base.py: backend_name)."""
+    name = backend_name(cfg.model.backend, resolve_model(cfg.model.model))
+    return all_backends()[name].cls(cfg.model, need_reference=need_reference, seed=cfg.run.seed)

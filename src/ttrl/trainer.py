@@ -5,6 +5,7 @@ reward accuracy) are computed by the protocol from the returned `StepResult`.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -12,35 +13,45 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .backends.base import Backend
 from .config import GRPOConfig, SafeguardConfig, SamplingConfig
 from .data import Query
-from .extractors import Extractor, equivalence_classes
+from .extractors import Extractor
 from .grpo import aggregate, group_advantages, grpo_token_loss, tis_weights
-from .policy.base import Policy
-from .rewards import Group, Reward, RewardContext
-from .rewards.voting import majority_class, vote_stats
+from .group import Group, VoteStats
+from .rewards import Reward, RewardContext
 from .rollout import Completion
 from .safeguards import gate_reason
+from .seeds import derive
+from .stats import StepStats, TrainerState, UpdateStats
+
+VOTE_FIELDS = [f.name for f in dataclasses.fields(VoteStats)]
 
 
 @dataclass
 class GroupResult:
-    query_id: str
-    answers: list[str | None]
+    group: Group  # responses, answers, classes and the vote; no label
     rewards: list[float]
-    pseudo_label: str | None  # the majority answer, for label-accuracy metrics
     trained: bool
     gated: str | None = None  # why the gate kept this group out of the update
+
+    @property
+    def query_id(self) -> str:
+        return self.group.query.id
+
+    @property
+    def pseudo_label(self) -> str | None:  # the majority answer, for label-accuracy metrics
+        return self.group.majority_answer
 
 
 @dataclass
 class StepResult:
-    stats: dict[str, float]
+    stats: StepStats
     groups: list[GroupResult] = field(default_factory=list)
 
 
 class Trainer:
-    def __init__(self, policy: Policy, extractor: Extractor, reward: Reward, sampling: SamplingConfig,
+    def __init__(self, policy: Backend, extractor: Extractor, reward: Reward, sampling: SamplingConfig,
                  grpo: GRPOConfig, instruction: str, seed: int, safeguards: SafeguardConfig | None = None):
         self.policy, self.extractor, self.reward = policy, extractor, reward
         self.sampling, self.grpo, self.instruction = sampling, grpo, instruction
@@ -48,7 +59,7 @@ class Trainer:
         self.gate = safeguards
         # token statistics cost a log-softmax per sampled token: only when a reward or the monitor reads them
         self.want_token_stats = "token_stats" in reward.needs or bool(safeguards and safeguards.monitor != "off")
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(derive(seed, "trainer"))
         self.ctx = RewardContext(rng=self.rng, policy=policy)  # lives for the run (reward state)
         self.optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=grpo.lr, weight_decay=grpo.weight_decay)
         self.steps = 0
@@ -61,22 +72,19 @@ class Trainer:
         prompts = [self.policy.render(q, self.instruction) for q in queries]
         rollouts = self.policy.generate(prompts, s.n_votes, temperature=s.temperature, top_p=s.top_p,
                                         max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
-                                        seed=self.seed * 1_000_003 + self.steps,
+                                        seed=derive(self.seed, "rollout", self.steps),
                                         token_stats=self.want_token_stats)
         t_sample = time.perf_counter()
 
         # 2. extract answers and their equivalence classes; 3. reward the whole group
-        results, train_items, diag_rows, vote_rows = [], [], [], []
+        results, train_items, diag_rows, votes = [], [], [], []
         for q, comps in zip(queries, rollouts):
-            answers = [self.extractor.extract(c.text, q.choices) for c in comps]
-            classes = equivalence_classes(answers, self.extractor)
-            stats = tuple(c.stats for c in comps) if comps[0].stats is not None else None
-            group = Group(q, tuple(c.text for c in comps), tuple(answers), tuple(classes), stats)
+            group = Group.build(q, [c.text for c in comps], self.extractor,
+                                [c.stats for c in comps] if comps[0].stats is not None else None)
             out = self.reward(group, self.ctx)
             diag_rows.append(out.diagnostics)
-            vote = vote_stats(classes)
-            vote_rows.append(vote)
-            maj = majority_class(classes)
+            vote = group.vote_stats()
+            votes.append(vote)
             gated = gate_reason(vote, self.gate) if self.gate is not None else None
 
             # 4. advantages on the trained subset (TTRL votes on 64, trains on 32)
@@ -87,35 +95,36 @@ class Trainer:
                                                       g.scale_advantages, g.adv_std == "unbiased")
             if adv is not None:
                 train_items += [(comps[i], float(a)) for i, a in zip(idx, adv)]
-            results.append(GroupResult(q.id, answers, out.rewards,
-                                       None if maj is None else answers[classes.index(maj)], adv is not None, gated))
+            results.append(GroupResult(group, out.rewards, adv is not None, gated))
         t_reward = time.perf_counter()
 
         # 5. update
-        upd = self._update(train_items) if train_items else {"loss": 0.0, "kl": 0.0, "grad_norm": 0.0, "clip_frac": 0.0}
+        upd = self._update(train_items) if train_items else UpdateStats()
         self.steps += 1
         t_end = time.perf_counter()
 
         # 6. log (label-free statistics only)
         all_comps = [c for comps in rollouts for c in comps]
-        stats = {
-            "step": self.steps,
-            "reward_mean": float(np.mean([r for res in results for r in res.rewards])),
-            **upd,
-            **_mean_dicts(vote_rows),
-            **{f"reward/{k}": v for k, v in _mean_dicts(diag_rows).items()},
-            "response_length": float(np.mean([len(c.ids) for c in all_comps])),
-            **_certainty(all_comps),
-            "finished": float(np.mean([c.finished for c in all_comps])),
-            "groups_trained": float(sum(r.trained for r in results)),
-            "groups_gated": float(sum(r.gated is not None for r in results)),
-            "tokens": float(sum(len(c.ids) for c in all_comps)),
-            "groups": float(len(results)),
-            "seconds": t_end - t0,
-            "seconds_sample": t_sample - t0,
-            "seconds_reward": t_reward - t_sample,
-            "seconds_update": t_end - t_reward,
-        }
+        certainty = _certainty(all_comps)
+        stats = StepStats(
+            step=self.steps,
+            reward_mean=float(np.mean([r for res in results for r in res.rewards])),
+            update=upd,
+            **{k: float(np.mean([getattr(v, k) for v in votes])) for k in VOTE_FIELDS},
+            response_length=float(np.mean([len(c.ids) for c in all_comps])),
+            finished=float(np.mean([c.finished for c in all_comps])),
+            groups_trained=sum(r.trained for r in results),
+            groups_gated=sum(r.gated is not None for r in results),
+            groups=len(results),
+            tokens=sum(len(c.ids) for c in all_comps),
+            seconds=t_end - t0,
+            seconds_sample=t_sample - t0,
+            seconds_reward=t_reward - t_sample,
+            seconds_update=t_end - t_reward,
+            self_certainty=certainty.get("self_certainty"),
+            token_entropy=certainty.get("token_entropy"),
+            reward_diagnostics=_mean_dicts(diag_rows),
+        )
         return StepResult(stats, results)
 
     # -- state: checkpoints, rollback, episodic reset ------------------------------------------
@@ -131,18 +140,18 @@ class Trainer:
         if reset_optimizer:
             self.optimizer.state.clear()
 
-    def state_dict(self) -> dict:
-        return {"weights": self.snapshot(), "optimizer": self.optimizer.state_dict(), "steps": self.steps,
-                "rng": self.rng.bit_generator.state, "reward_state": self.ctx.state_dict()}
+    def state_dict(self) -> TrainerState:
+        return TrainerState(self.snapshot(), self.optimizer.state_dict(), self.steps, self.rng.bit_generator.state,
+                            self.ctx.state_dict())
 
-    def load_state_dict(self, state: dict) -> None:
-        self.restore(state["weights"], reset_optimizer=False)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.steps = state["steps"]
-        self.rng.bit_generator.state = state["rng"]
-        self.ctx.load_state_dict(state.get("reward_state", {}))
+    def load_state_dict(self, state: TrainerState) -> None:
+        self.restore(state.weights, reset_optimizer=False)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.steps = state.steps
+        self.rng.bit_generator.state = state.rng
+        self.ctx.load_state_dict(state.reward_state)
 
-    def _update(self, items: list[tuple[Completion, float]]) -> dict[str, float]:
+    def _update(self, items: list[tuple[Completion, float]]) -> UpdateStats:
         g, temp = self.grpo, self.sampling.temperature
         mb = g.micro_batch
         chunks = [items[i:i + mb] for i in range(0, len(items), mb)]
@@ -186,7 +195,7 @@ class Trainer:
             sums["grad_norm"] += float(norm) / g.ppo_epochs
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return sums
+        return UpdateStats(**sums)
 
 
 def _padded(rows: list[np.ndarray | None], like: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..data import Query
-from ..extractors import equivalence_classes, get_extractor
-from ..rewards import Group, Reward, RewardContext
+from ..extractors import get_extractor
+from ..group import Group
+from ..rewards import Reward, RewardContext
 
 
 def _text(x: Any) -> str:
@@ -49,9 +50,7 @@ def trl_reward(reward: str = "majority", extractor: str = "number", params: dict
             end = start + 1
             while end < len(texts) and prompts[end] == prompts[start]:
                 end += 1
-            answers = [ext.extract(t) for t in texts[start:end]]
-            group = Group(Query(str(start), prompts[start]), tuple(texts[start:end]), tuple(answers),
-                          tuple(equivalence_classes(answers, ext)))
+            group = Group.build(Query(str(start), prompts[start]), texts[start:end], ext)
             out += [float(r) for r in fn(group, ctx).rewards]
             start = end
         return out

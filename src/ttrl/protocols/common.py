@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from ..data import Query
 from ..safeguards import CollapseMonitor, EarlyStopper, budget_reason
+from ..stats import AdaptationState
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,12 @@ class Adaptation:
             return False
         result = self.trainer.step(queries)
         st = result.stats
-        self.tokens += int(st["tokens"])
-        self.seconds += st["seconds"]
+        self.tokens += st.tokens
+        self.seconds += st.seconds
         for g in result.groups:
             if g.gated:
                 self.event("gate", g.gated, item=g.query_id)
-        row = {**extra, **st, **self.sess.label_metrics(result)}
+        row = {**extra, **st.row(), **self.sess.label_metrics(result)}
         verdict = self.monitor.update(st)
         if verdict:
             row["collapse"] = verdict
@@ -57,7 +58,7 @@ class Adaptation:
                 self.stopped = verdict
         elif self.cfg.monitor != "off":
             self.last_good, self.good_step = self.trainer.snapshot(), self.trainer.steps
-        early = self.stopper.update(st["reward_mean"])
+        early = self.stopper.update(st.reward_mean)
         if early and self.stopped is None:
             self.stopped = early
             self.event("early_stop", early)
@@ -75,34 +76,30 @@ class Adaptation:
     def checkpoint(self, progress: dict[str, Any]) -> None:
         if self.trainer.steps % max(1, self.sess.cfg.run.checkpoint_every) and not progress.get("final"):
             return
-        self.sess.out.save_checkpoint({
-            "trainer": self.trainer.state_dict(), "progress": progress, "tokens": self.tokens,
-            "seconds": self.seconds, "stopped": self.stopped, "counts": self.counts,
-            "monitor": self.monitor.state_dict(), "stopper": self.stopper.state_dict(),
-            "last_good": self.last_good, "good_step": self.good_step,
-        })
+        self.sess.out.save_checkpoint(self._state(progress))
+
+    def _state(self, progress: dict[str, Any]) -> AdaptationState:
+        return AdaptationState(self.trainer.state_dict(), progress, self.tokens, self.seconds, self.stopped,
+                               dict(self.counts), self.monitor.state_dict(), self.stopper.state_dict(),
+                               self.last_good, self.good_step)
 
     def resume(self, start: dict[str, Any]) -> dict[str, Any]:
         """Protocol progress to start from: `start` for a new run; on --resume, the checkpoint's, with
         the state restored and log rows written after it dropped (those steps are redone)."""
         if not self.sess.resume:
             return start
-        state = self.sess.out.load_checkpoint()
-        if state is None:
-            state = {"trainer": self.trainer.state_dict(), "progress": start, "tokens": 0, "seconds": 0.0,
-                     "stopped": None, "counts": self.counts, "monitor": self.monitor.state_dict(),
-                     "stopper": self.stopper.state_dict(), "last_good": self.last_good, "good_step": 0}
-        self.trainer.load_state_dict(state["trainer"])
-        self.tokens, self.seconds, self.stopped = state["tokens"], state["seconds"], state["stopped"]
-        self.counts = state["counts"]
-        self.monitor.load_state_dict(state["monitor"])
-        self.stopper.load_state_dict(state["stopper"])
-        self.last_good, self.good_step = state["last_good"], state["good_step"]
+        state = self.sess.out.load_checkpoint() or self._state(start)
+        self.trainer.load_state_dict(state.trainer)
+        self.tokens, self.seconds, self.stopped = state.tokens, state.seconds, state.stopped
+        self.counts = dict(state.counts)
+        self.monitor.load_state_dict(state.monitor)
+        self.stopper.load_state_dict(state.stopper)
+        self.last_good, self.good_step = state.last_good, state.good_step
         steps = self.trainer.steps
         out = self.sess.out
         out.rewrite("metrics.jsonl", [r for r in out.read("metrics.jsonl") if r["step"] <= steps])
         out.rewrite("events.jsonl", [r for r in out.read("events.jsonl") if r["step"] <= steps])
-        return state["progress"]
+        return state.progress
 
     def summary(self) -> dict[str, Any]:
         return {"stopped": self.stopped, "tokens": self.tokens, "adapt_seconds": self.seconds,

@@ -12,8 +12,9 @@ from tqdm.auto import tqdm
 
 from ..data import DataError
 from ..evaluate import answer
-from . import register_protocol
+from ..seeds import derive
 from ..session import usable
+from . import register_protocol
 from .common import Adaptation
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def _run(sess, episodic: bool) -> dict:
             adaptation.checkpoint({"items_done": index + 1, "final": True})
             continue
         item = entry
-        if not usable([item], out):  # an unreadable image costs that item only
+        if not usable([item], sess.policy, out):  # an unreadable image costs that item only
             adaptation.checkpoint({"items_done": index + 1, "final": True})
             continue
         sess.known[item.query.id] = item
@@ -56,10 +57,10 @@ def _run(sess, episodic: bool) -> dict:
         def respond():
             if item.query.id in answered:  # answered before a kill: never written twice
                 return
-            ((_, texts, a),) = answer(sess.policy, sess.extractor, [item.query], sess.instruction,
-                                      seed=cfg.run.seed + index, desc="", **greedy)
-            row = {"id": item.query.id, "index": index, "answer": a[0], "correct": sess.score(a[0], item),
-                   "label": item.answer, "step": sess.trainer.steps, "response": texts[0]}
+            (g,) = answer(sess.policy, sess.extractor, [item.query], sess.instruction,
+                          seed=derive(cfg.run.seed, "online", index), desc="", **greedy)
+            row = {"id": item.query.id, "index": index, "answer": g.answers[0], "correct": sess.score(g.answers[0], item),
+                   "label": item.answer, "step": sess.trainer.steps, "response": g.responses[0]}
             out.append("predictions.jsonl", row)
             answered[item.query.id] = row
 

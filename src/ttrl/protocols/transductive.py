@@ -10,8 +10,9 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..evaluate import answer, majority_answer
+from ..evaluate import answer
 from ..metrics import bleu, pass_at_k, rouge_l
+from ..seeds import derive
 from . import register_protocol
 from .common import Adaptation
 
@@ -30,20 +31,20 @@ def run_transductive(sess) -> dict:
     # 1. base model: greedy, and N samples for maj@N / pass@k (the ceiling that sharpening aims at)
     done = {r["id"] for r in out.read("base.jsonl")}
     if cfg.protocol.base_eval:
-        for q, texts, a in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=cfg.run.seed,
-                                  desc="base eval", skip=done, **greedy):
-            out.append("base.jsonl", {"id": q.id, "base_answer": a[0], "base_response": texts[0]})
+        for g in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=derive(cfg.run.seed, "greedy"),
+                        desc="base eval", skip=done, **greedy):
+            out.append("base.jsonl", {"id": g.query.id, "base_answer": g.answers[0], "base_response": g.responses[0]})
     n_votes = cfg.protocol.base_maj_votes if cfg.protocol.base_eval else 0
     if n_votes > 0:
         done = {r["id"] for r in out.read("base_votes.jsonl")}
-        for q, _, votes in answer(sess.policy, sess.extractor, queries, sess.instruction, n=n_votes,
-                                  temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                  batch_size=s.batch_size, seed=cfg.run.seed + 7, desc=f"base maj@{n_votes}",
-                                  skip=done):
-            it = by_id[q.id]
-            n_ok = None if it.answer is None else sum(bool(sess.score(v, it)) for v in votes)
-            out.append("base_votes.jsonl", {"id": q.id, "maj_answer": majority_answer(votes, sess.extractor),
-                                            "votes": votes, "n_correct": n_ok})
+        for g in answer(sess.policy, sess.extractor, queries, sess.instruction, n=n_votes,
+                        temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                        batch_size=s.batch_size, seed=derive(cfg.run.seed, "base_votes"), desc=f"base maj@{n_votes}",
+                        skip=done):
+            it = by_id[g.query.id]
+            n_ok = None if it.answer is None else sum(bool(sess.score(v, it)) for v in g.answers)
+            out.append("base_votes.jsonl", {"id": g.query.id, "maj_answer": g.majority_answer,
+                                            "votes": list(g.answers), "n_correct": n_ok})
 
     # 2. adaptation on K items: the trainer gets queries only
     adapt, per_step = sess.adapt_items, cfg.grpo.prompts_per_step
@@ -51,7 +52,7 @@ def run_transductive(sess) -> dict:
     bar = tqdm(total=cfg.protocol.epochs * batches_per_epoch, desc="adapt", unit="step",
                initial=progress["epoch"] * batches_per_epoch + progress["pos"] // per_step)
     for epoch in range(progress["epoch"], cfg.protocol.epochs):
-        order = np.random.default_rng([cfg.run.seed, epoch]).permutation(len(adapt))  # stateless: resumable
+        order = np.random.default_rng(derive(cfg.run.seed, "epoch", epoch)).permutation(len(adapt))  # resumable
         start0 = progress["pos"] if epoch == progress["epoch"] else 0
         for start in range(start0, len(order), per_step):
             batch = [adapt[i] for i in order[start:start + per_step]]
@@ -70,12 +71,13 @@ def run_transductive(sess) -> dict:
     base = {r["id"]: r for r in out.read("base.jsonl")}
     votes = {r["id"]: r for r in out.read("base_votes.jsonl")}
     done = {r["id"] for r in out.read("predictions.jsonl")}
-    for q, texts, a in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=cfg.run.seed,
-                              desc="adapted eval", skip=done, **greedy):
+    for g in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=derive(cfg.run.seed, "greedy"),
+                    desc="adapted eval", skip=done, **greedy):
+        q, a = g.query, g.answers
         it = by_id[q.id]
         row = {"id": q.id, "base_answer": base[q.id]["base_answer"] if q.id in base else None, "adapted_answer": a[0],
                "base_maj_answer": votes[q.id]["maj_answer"] if q.id in votes else None, "label": it.answer,
-               "response": texts[0]}
+               "response": g.responses[0]}
         if q.id in base:
             row["base_correct"] = sess.score(row["base_answer"], it)
         row["adapted_correct"] = sess.score(a[0], it)

@@ -2,8 +2,8 @@
 
     fn(group: Group, params, ctx: RewardContext) -> RewardOutput
 
-Rewards see a `Group` (query without label, responses, extracted answers and their equivalence
-classes) and never a label. Each reward registers by name with a params dataclass whose fields
+Rewards see a `Group` (ttrl/group.py: query without label, responses, extracted answers and their
+equivalence classes) and never a label. Each reward registers by name with a params dataclass whose fields
 carry a default and a one-line help citing the source; the CLI and YAML are generated from them.
 """
 from __future__ import annotations
@@ -16,22 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import Query
-from ..rollout import TokenStats
-
-
-@dataclass(frozen=True)
-class Group:
-    query: Query
-    responses: tuple[str, ...]
-    answers: tuple[str | None, ...]  # canonical answers, None = unparsable
-    classes: tuple[int | None, ...]  # equivalence class per answer, numbered in first-seen order
-    # per-sample token statistics recorded while sampling; present when a reward declares
-    # needs={"token_stats"}
-    token_stats: tuple[TokenStats, ...] | None = None
-
-    def __len__(self) -> int:
-        return len(self.responses)
+from ..group import Group
 
 
 @dataclass
@@ -149,3 +134,24 @@ class Reward:
 
 def params_fields(cls: type) -> list[dataclasses.Field]:
     return list(dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else []
+
+
+def build_params(values: dict[str, dict]) -> dict[str, Any]:
+    """Each reward's params dataclass from {reward_name: {field: value}} (cfg.reward.reward_params), rejecting
+    unknown rewards and fields with errors that name them."""
+    from ..config import ConfigError, checked_value, field_types
+
+    rewards = all_rewards()
+    out = {}
+    for name, fields in (values or {}).items():
+        if name not in rewards:
+            raise ConfigError(f"reward.reward_params: unknown reward {name!r}")
+        cls = rewards[name].params
+        types = field_types(cls)
+        kwargs = {}
+        for k, v in (fields or {}).items():
+            if k not in types:
+                raise ConfigError(f"reward.reward_params.{name}: unknown field {k!r} (fields: {', '.join(types) or 'none'})")
+            kwargs[k] = checked_value(cls, k, v, types[k], f"reward.reward_params.{name}.{k}")
+        out[name] = cls(**kwargs)
+    return out

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from ..data import Query
 from ..prompting import user_message
 from .base import Group, RewardContext, RewardOutput, register_reward
-from .voting import majority_class
 
 UNPARSED = 0.5  # OP-TTRAV: an unparsable judgement is neither credit nor blame
 
@@ -44,7 +43,7 @@ def choose_anchor(group: Group, how: str = "majority") -> str:
     """The response every sample is judged against, chosen from the group alone."""
     if how != "majority":
         raise ValueError(f"self_judge anchor must be 'majority', got {how!r}")
-    maj = majority_class(group.classes)
+    maj = group.majority_class
     if maj is not None:
         return group.responses[group.classes.index(maj)]
     # no parsed answer (free-form output the extractor cannot read): first non-empty response

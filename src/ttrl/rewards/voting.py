@@ -12,21 +12,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..group import entropy
 from .base import Group, RewardContext, RewardOutput, register_reward
-
-
-def majority_class(classes) -> int | None:
-    """Most frequent parsed class; ties go to the class seen first (lowest id)."""
-    counts = Counter(c for c in classes if c is not None)
-    if not counts:
-        return None
-    best = max(counts.values())
-    return min(c for c, n in counts.items() if n == best)
-
-
-def distribution(classes) -> Counter:
-    """Counts per outcome, with all unparsable samples pooled into one outcome None (TTRV's form)."""
-    return Counter(classes)
 
 
 def reward_distribution(classes) -> Counter:
@@ -41,26 +28,9 @@ def _outcomes(classes) -> list:
     return [("unparsed", i) if c is None else c for i, c in enumerate(classes)]
 
 
-def entropy(counts: Counter) -> float:
-    n = sum(counts.values())
-    return -sum(c / n * math.log(c / n) for c in counts.values() if c)
-
-
-def vote_stats(classes) -> dict[str, float]:
-    """Label-free diagnostics every run logs: share of the top answer, answer entropy, parse rate."""
-    n = len(classes)
-    maj = majority_class(classes)
-    return {
-        "majority_ratio": (sum(c == maj for c in classes) / n) if maj is not None else 0.0,
-        "answer_entropy": entropy(distribution(classes)),
-        "unique_answers": float(len({c for c in classes if c is not None})),
-        "parsed": sum(c is not None for c in classes) / n,
-    }
-
-
 @register_reward("majority", help="TTRL (Zuo et al. 2025): 1 if the answer equals the group's majority answer, else 0.")
 def majority(group: Group, params, ctx: RewardContext) -> RewardOutput:
-    maj = majority_class(group.classes)
+    maj = group.majority_class
     rewards = [float(maj is not None and c == maj) for c in group.classes]
     return RewardOutput(rewards)
 

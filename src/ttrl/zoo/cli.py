@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-# defaults of the shipped weights (see policy/assets/tiny_vlm_card.json for the measured result)
+# defaults of the shipped weights (see zoo/assets/tiny_vlm_card.json for the measured result)
 BUILD_DEFAULTS = {"steps": 300, "seed": 0, "batch_size": 16, "lr": 1e-3}
 
 
@@ -36,22 +36,22 @@ def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
     build.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice); 1 is much faster when other jobs share the CPU")
     build.add_argument("--out", type=Path, default=None,
-                       help="weights file to write (default: the package asset policy/assets/tiny_vlm_vision.safetensors)")
+                       help="weights file to write (default: the package asset zoo/assets/tiny_vlm_vision.safetensors)")
     return zoo
 
 
 def _list() -> int:
-    from .policy.zoo import ZOO, cache_root
+    from . import all_models, cache_root
 
-    for name, (folder, _) in ZOO.items():
+    for name, model in all_models().items():
         try:
-            path = cache_root() / "models" / folder()
+            path = cache_root() / "models" / model.folder()
             state = "built" if (path / "config.json").exists() else "builds on first use"
         except FileNotFoundError as e:
             path, state = None, f"unavailable: {e}"
         print(f"{name:14s} {state:20s} {path or ''}")
         if name == "tiny-vlm":
-            from .policy.tiny_vlm import ASSET, CARD_NAME
+            from .tiny_vlm import ASSET, CARD_NAME
 
             card = ASSET.with_name(CARD_NAME)
             if card.exists():
@@ -65,7 +65,8 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     if ns.zoo_command == "list":
         return _list()
     if ns.zoo_command == "build":
-        from .policy.tiny_vlm import ASSET, train
+        from .tiny_vlm import ASSET
+        from .tiny_vlm_train import train
 
         out = Path(ns.out) if ns.out is not None else ASSET
         card = train(steps=ns.steps, seed=ns.seed, batch_size=ns.batch_size, lr=ns.lr, out=out,

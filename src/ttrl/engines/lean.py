@@ -12,19 +12,10 @@ Sampling is softmax(z / T) with optional nucleus filtering, from a seeded genera
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from transformers.cache_utils import DynamicLayer
 
-
-@dataclass
-class Decoded:
-    tokens: list[list[int]]  # per row, cut after the first EOS (kept) or at the budget
-    finished: list[bool]
-    stats: list[tuple] | None  # per row (logprobs, entropy, self_certainty) float arrays, when asked
-    sampler_logp: list | None = None  # per row log softmax(z / T) of the drawn tokens, when asked (llamacpp.py)
+from .base import Decoded, Engine, SampleOptions, pick, positions, register_engine, token_stats
 
 
 class _PreallocatedLayer(DynamicLayer):
@@ -62,41 +53,6 @@ def preallocate(cache, extra: int) -> None:
     for i, layer in enumerate(cache.layers):
         if type(layer) is DynamicLayer and layer.is_initialized and layer.keys.numel():
             cache.layers[i] = _PreallocatedLayer(layer.keys, layer.values, layer.keys.shape[-2] + extra)
-
-
-def pick(logits: torch.Tensor, temperature: float | None, top_p: float, generator: torch.Generator | None):
-    """Next tokens [B] from raw logits [B, V]: greedy when temperature is None, else an exact draw from
-    softmax(z / T) (nucleus-filtered when top_p < 1) by inverting its cumulative sum, which is several
-    times cheaper on CPU than torch.multinomial over a 50k vocabulary."""
-    if temperature is None:
-        return logits.argmax(-1)
-    z = logits.float() / temperature
-    weights = (z - z.amax(-1, keepdim=True)).exp_()  # unnormalised probabilities
-    order = None
-    if top_p < 1.0:
-        weights, order = weights.sort(dim=-1, descending=True)
-        mass = weights.cumsum(-1)
-        # keep the smallest prefix whose share reaches top_p (the first token always stays)
-        weights = weights.masked_fill(mass - weights > top_p * mass[:, -1:], 0.0)
-    cdf = weights.cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
-    tok = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
-    return tok if order is None else order.gather(-1, tok[:, None]).squeeze(-1)
-
-
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids for a left-padded attention mask: padding must not shift positions (as in generate)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def token_stats(logits: torch.Tensor, tokens: torch.Tensor, temperature: float | None = None) -> tuple[torch.Tensor, ...]:
-    """(log-prob of each chosen token, entropy, self-certainty) as float [B], from raw logits [B, V] of the
-    distribution that was sampled, softmax(z / T) (T = 1 for greedy), as the TTRL/URLVR code computes them."""
-    logp = torch.log_softmax(logits.float() / (temperature or 1.0), dim=-1)
-    chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    certainty = -logp.mean(-1) - math.log(logp.shape[-1])  # KL(uniform || p), Kang et al. 2025
-    return chosen, entropy, certainty
 
 
 @torch.no_grad()
@@ -160,3 +116,25 @@ def sample(model, inputs: dict, n: int, *, temperature: float | None, top_p: flo
         s = stats.cpu().numpy()
         rows_stats = [tuple(s[k, r, :lens[r]] for k in range(3)) for r in range(rows)]
     return Decoded([toks[r][:lens[r]] for r in range(rows)], finished.tolist(), rows_stats)
+
+
+def _lean_fits(backend) -> str | None:
+    if not backend.plain_positions:
+        return (f"the lean loop needs plain 1-D positions after the prefill; {backend.model_type!r} has its own "
+                "(use decoder hf or auto)")
+    return None
+
+
+@register_engine("lean", supports=_lean_fits,
+                 help="shared prefill, preallocated KV cache, finished rows leave the batch (text models, LLaVA-type VLMs)")
+class LeanEngine(Engine):
+    def session(self):
+        return self.backend.sampling_weights()
+
+    def sample(self, prompts, n: int, opts: SampleOptions):
+        enc = self.backend.encode(prompts).to(self.backend.device)
+        dec = sample(self.backend.model, dict(enc), n, temperature=opts.temperature, top_p=opts.top_p,
+                     max_new_tokens=opts.max_new_tokens, eos_ids=opts.eos_ids, seed=opts.seed,
+                     want_stats=opts.want_stats)
+        prompt_ids = [tuple(row[m.bool()].tolist()) for row, m in zip(enc["input_ids"], enc["attention_mask"])]
+        return dec.samples(prompt_ids, n)

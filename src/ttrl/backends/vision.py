@@ -1,34 +1,23 @@
-"""Policy backend for Hugging Face image-text-to-text models (LLaVA, Qwen2-VL / Qwen2.5-VL, SmolVLM,
+"""The vision backend: Hugging Face image-text-to-text models (LLaVA, Qwen2-VL / Qwen2.5-VL, SmolVLM,
 InternVL in HF format, and the bundled tiny-vlm): AutoProcessor + AutoModelForImageTextToText.
 
-Everything but loading, prompt content and image inputs is the causal backend's (hf_causal.py).
+Everything but loading, prompt content and image inputs is the causal backend's (causal.py).
 LoRA adapts the language model; the vision tower stays frozen unless `train_vision` is set."""
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Sequence
 
-from ..data import DataError, Query
+from ..data import Query
+from ..media import load_image
 from ..prompting import user_message
 from ..rollout import Completion, Prompt
-from .hf_causal import HFCausalPolicy
+from .base import register_backend
+from .causal import CausalBackend
 
 # module-name parts of the vision side across HF families (LLaVA, Qwen2-VL, SmolVLM/Idefics3, InternVL)
 VISION_PARTS = ("vision_tower", "visual", "vision_model", "multi_modal_projector", "mm_projector", "connector",
                 "mlp1")
-
-
-def load_image(path: str):
-    """An RGB PIL image, or a DataError naming the file (missing, unreadable, not an image)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(path, None, "image", "no such image file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(path, None, "image", f"cannot read the image ({e})") from None
 
 
 # families whose language model uses plain 1-D positions after the prefill, so the lean decode loop
@@ -36,11 +25,20 @@ def load_image(path: str):
 LEAN_DECODE_TYPES = ("llava",)
 
 
-class HFVisionPolicy(HFCausalPolicy):
+@register_backend("vision", help="image-text-to-text models (AutoModelForImageTextToText: LLaVA, Qwen2-VL, SmolVLM, "
+                  "InternVL-HF, tiny-vlm)", priority=0,
+                  detect=lambda config: getattr(config, "vision_config", None) is not None)
+class VisionBackend(CausalBackend):
+    modalities = frozenset({"image"})
     _cache_size = 512  # decoded images kept for re-scoring completions
 
-    def _lean_supported(self) -> bool:
-        return getattr(self.model.config, "model_type", None) in LEAN_DECODE_TYPES
+    @property
+    def plain_positions(self) -> bool:
+        return self.model_type in LEAN_DECODE_TYPES
+
+    def check(self, query: Query) -> None:
+        for path in query.images:
+            self._image(path)
 
     def _load_tokenizer(self, path):
         from transformers import AutoProcessor
@@ -74,12 +72,12 @@ class HFVisionPolicy(HFCausalPolicy):
                 self._images.popitem(last=False)
         return im
 
-    def _encode(self, prompts: Sequence[Prompt]):
+    def encode(self, prompts: Sequence[Prompt]):
         images = [self._image(p) for pr in prompts for p in pr.images]
         return self.processor(text=[p.text for p in prompts], images=images or None, return_tensors="pt",
                               padding=True)
 
-    def _image_inputs(self, completions: Sequence[Completion]) -> dict:
+    def model_inputs(self, completions: Sequence[Completion]) -> dict:
         images = [self._image(p) for c in completions for p in c.images]
         if not images:
             return {}

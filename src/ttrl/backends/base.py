@@ -1,14 +1,16 @@
-"""What a policy backend provides to the trainer and the protocols.
+"""What a model backend provides, and the registry that picks one per model.
 
-A backend turns queries into prompts, samples completions, and scores completions with
-per-token log-probs (with gradients for the policy, without for the reference). The trainer
-and protocols only use this interface, so other backends (vision-language, vLLM, a faster
-decode loop) are one new file each.
+A backend owns one modality's model: loading it (with LoRA and the reference policy), rendering an item into
+model inputs, sampling through a rollout engine (ttrl/engines), per-token log-probs of completions (policy with
+gradients, reference without), the trainable parameters, and the checks of an item's inputs (images that open,
+audio that decodes). The trainer and the protocols see only this interface, so a new modality is one new file
+that registers itself here (`register_backend`) and in `backends/__init__.py`.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Protocol, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -16,10 +18,15 @@ from ..data import Query
 from ..rollout import Completion, Prompt
 
 
-class Policy(Protocol):
+class Backend(Protocol):
     model: torch.nn.Module
+    modalities: frozenset[str]  # what an item may carry besides text: "image", "audio", ...
 
     def render(self, query: Query, instruction: str) -> Prompt: ...
+
+    def check(self, query: Query) -> None:
+        """Raise DataError (naming the file) when the item's inputs cannot be read by this model."""
+        ...
 
     def generate(
         self, prompts: Sequence[Prompt], n: int, *, temperature: float | None, top_p: float,
@@ -36,6 +43,47 @@ class Policy(Protocol):
         ...
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]: ...
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    cls: Callable[..., Any]
+    detect: Callable[[Any], bool]  # a transformers config -> whether this backend is the model's own
+    priority: int  # higher is tried first by `auto`
+    help: str
+
+
+BACKENDS: dict[str, BackendSpec] = {}
+
+
+def register_backend(name: str, help: str, detect: Callable[[Any], bool] = lambda c: False, priority: int = 0):
+    def deco(cls):
+        BACKENDS[name] = BackendSpec(name, cls, detect, priority, help)
+        cls.backend_name = name
+        return cls
+
+    return deco
+
+
+def all_backends() -> dict[str, BackendSpec]:
+    from . import _load_all  # noqa: F401  (registers the built-in backends)
+
+    return BACKENDS
+
+
+def backend_name(choice: str, model_path: str) -> str:
+    """`choice` itself, or for auto the highest-priority backend whose detect() accepts the model's config."""
+    backends = all_backends()
+    if choice != "auto":
+        return choice
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    for spec in sorted(backends.values(), key=lambda s: -s.priority):
+        if spec.detect(config):
+            return spec.name
+    return "causal"
 
 
 def pick_device(device: str) -> torch.device:

@@ -1,0 +1,2 @@
+"""Importing this module registers every bundled model."""
+from . import gguf, tiny_vlm  # noqa: F401

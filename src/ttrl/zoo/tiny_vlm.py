@@ -1,0 +1,218 @@
+"""A small vision-language model that really sees, built locally for test-time RL on easy-vqa.
+
+No pretrained VLM, CLIP or SigLIP ships inside a wheel, so the model is grafted together in the LLaVA
+architecture (`LlavaForConditionalGeneration`):
+
+* language model: SmolLM2-135M-Instruct (zoo name "smollm2-135m"), unchanged apart from one added
+  ``<image>`` token; it stays frozen while the vision side trains;
+* vision tower: a tiny CLIP encoder trained from scratch (see `vision_config`): 64x64 images,
+  16x16 patches -> 4x4 = 16 patch tokens + CLS; all 17 final-layer states go to the language model;
+* projector: LLaVA's two-layer MLP (128 -> 576 -> 576, GELU).
+
+Only the vision tower and projector are trained (`tiny_vlm_train.train`, on easy-vqa's TRAIN split, loss on the answer
+tokens only); their weights ship as a small safetensors file in ``zoo/assets`` and `assemble` grafts
+them onto the SmolLM2 weights into a folder that `AutoProcessor` / `AutoModelForImageTextToText` load.
+The zoo (`resolve_model("tiny-vlm")`) does that once per weights file and caches the result.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from . import register_model, resolve_model, save_folder
+
+ASSET = Path(__file__).parent / "assets" / "tiny_vlm_vision.safetensors"
+CARD_NAME = "tiny_vlm_card.json"
+IMAGE_TOKEN = "<image>"
+IMAGE_SIZE = 64  # easy-vqa images are 64x64
+PATCH_SIZE = 16
+NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2 + 1  # 16 patches + CLS ("full" feature selection)
+# Bumped whenever `assemble` changes what it writes, so cached folders are rebuilt (see zoo.py).
+BUILD_VERSION = 1
+SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+TRAINED_PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.")
+
+# SmolLM2's ChatML template, generalised: content is a string, or a list of {"type": "image"} and
+# {"type": "text", "text": ...} parts; each image part renders as one image token, which the processor
+# expands to NUM_IMAGE_TOKENS copies.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '" + IMAGE_TOKEN + "' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+# -- architecture ----------------------------------------------------------------------------------
+def vision_config():
+    """The CLIP vision tower: 2 layers, width 128, 4 heads of 32, MLP 512, 64x64 input, 16x16 patches.
+
+    About 0.5M parameters; with the projector (~0.4M) the trained part is ~0.9M parameters (3.6 MB in
+    float32). Small on purpose: easy-vqa needs colour and coarse shape, and it trains in minutes on a CPU.
+    """
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=3, projection_dim=128,
+        hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0,
+    )
+
+
+def llava_config(text_config):
+    """LLaVA config around `text_config` (SmolLM2's LlamaConfig, vocab already including `<image>`).
+
+    The image token is the last id of the vocabulary; the projector reads all 17 final-layer states
+    of the tower (layer -1, "full" = CLS kept), so one image costs 17 tokens of context.
+    """
+    from transformers import LlavaConfig
+
+    return LlavaConfig(
+        vision_config=vision_config(), text_config=text_config,
+        image_token_index=text_config.vocab_size - 1, image_seq_length=NUM_IMAGE_TOKENS,
+        projector_hidden_act="gelu", vision_feature_select_strategy="full", vision_feature_layer=-1,
+        multimodal_projector_bias=True, tie_word_embeddings=text_config.tie_word_embeddings,
+    )
+
+
+# -- assembly --------------------------------------------------------------------------------------
+def _text_folder() -> Path:
+    return Path(resolve_model("smollm2-135m"))
+
+
+def _load_folder_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    sd: dict[str, torch.Tensor] = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        sd.update(load_file(str(f)))
+    if not sd:
+        raise FileNotFoundError(f"no safetensors weights in {folder}")
+    return sd
+
+
+def _processor(tokenizer):
+    from transformers import LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    # PIL backend: works without torchvision (the torchvision one is chosen automatically when present)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_resize=True, do_center_crop=True, do_convert_rgb=True,
+    )
+    return LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="full", num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN,
+    )
+
+
+def build(vision_weights: Path | None = None, seed: int = 0):
+    """The model (float32) and processor in memory: SmolLM2 weights + `vision_weights` (None: random, seeded)."""
+    from transformers import AutoConfig, AutoTokenizer, LlavaForConditionalGeneration
+
+    text_dir = _text_folder()
+    # padding side as an init argument, so that it is saved with the tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(text_dir, padding_side="left")
+    n_text = len(tokenizer)
+    tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != n_text:
+        raise RuntimeError("the image token did not get the next free id")
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    tokenizer.chat_template = CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    text_config = AutoConfig.from_pretrained(text_dir)
+    if text_config.vocab_size != n_text:
+        raise RuntimeError(f"SmolLM2 vocab {text_config.vocab_size} != tokenizer {n_text}")
+    text_config.vocab_size = n_text + 1
+    config = llava_config(text_config)
+
+    torch.manual_seed(seed)  # the vision tower and projector start from this seed
+    model = LlavaForConditionalGeneration(config).float()
+
+    text_sd = _load_folder_weights(text_dir)
+    embed = text_sd["model.embed_tokens.weight"]
+    # the image token's row is never read as an input (image features replace it); as a tied output
+    # row, the mean embedding gives it an average logit, so it is (practically) never generated
+    text_sd["model.embed_tokens.weight"] = torch.cat([embed, embed.mean(0, keepdim=True)])
+    lm_head = text_sd.pop("lm_head.weight", None)
+    target = {"model.language_model." + k[len("model."):]: v for k, v in text_sd.items() if k.startswith("model.")}
+    target["lm_head.weight"] = (
+        torch.cat([lm_head, embed.mean(0, keepdim=True)]) if lm_head is not None else target["model.language_model.embed_tokens.weight"]
+    )
+    unknown = [k for k in text_sd if not k.startswith("model.")]
+    if vision_weights is not None:
+        target.update(load_vision_weights(vision_weights))
+    missing, unexpected = model.load_state_dict(target, strict=False)
+    missing = [k for k in missing if vision_weights is not None or not k.startswith(TRAINED_PREFIXES)]
+    if missing or unexpected or unknown:
+        raise RuntimeError(f"weights do not fit: missing {missing[:5]}, unexpected {(unexpected + unknown)[:5]}")
+    if config.tie_word_embeddings:
+        model.tie_weights()
+        assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.suppress_tokens = [config.image_token_id]
+    return model.eval(), _processor(tokenizer)
+
+
+def load_vision_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    bad = [k for k in sd if not k.startswith(TRAINED_PREFIXES)]
+    if bad:
+        raise RuntimeError(f"{path} holds weights other than the vision tower and projector: {bad[:5]}")
+    return {k: v.float() for k, v in sd.items()}
+
+
+def save_vision_weights(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(sd, str(tmp), metadata={"format": "pt", "model": "ttrl tiny-vlm vision tower + projector"})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def assemble(out_dir: Path, vision_weights: Path | None) -> Path:
+    """Write a loadable LLaVA folder (model + processor) to `out_dir`, atomically.
+
+    `vision_weights`: the trained tower + projector (safetensors); None = random init (for quick tests).
+    """
+    out_dir = Path(out_dir)
+    model, processor = build(vision_weights)
+
+    save_folder(out_dir, model, processor)
+    return out_dir
+
+
+def _folder() -> str:
+    """Named after a hash of the shipped weights (and the assembly version): new weights rebuild."""
+    if not ASSET.exists():
+        raise FileNotFoundError(f"model 'tiny-vlm' needs its trained weights {ASSET}: run `ttrl zoo build tiny-vlm`")
+    digest = hashlib.sha256(ASSET.read_bytes() + f"v{BUILD_VERSION}".encode()).hexdigest()[:10]
+    return f"tiny-vlm-{digest}"
+
+
+@register_model("tiny-vlm", folder=_folder, help="LLaVA-architecture SmolLM2-135M + a small CLIP tower trained on "
+                "easy-vqa (weights ship in zoo/assets; `ttrl zoo build tiny-vlm` retrains them)")
+def _build(out: Path) -> None:
+    assemble(out, ASSET)
