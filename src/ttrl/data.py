@@ -48,6 +48,7 @@ class Dataset:
     name: str
     items: list[Item]
     scorer: Scorer | None = None  # None: the extractor's equivalence against `answer`
+    answer_type: str | None = None  # the source's own answer format (never inferred from labels)
 
     @property
     def has_labels(self) -> bool:
