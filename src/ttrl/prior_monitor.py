@@ -1,0 +1,101 @@
+"""Answer-prior collapse: one answer taking over ACROSS items, which no per-group indicator can see.
+
+Each group can be confident while all groups agree on the same answer: on easy-vqa every consensus
+reward drove 94-98 percent of yes/no answers to one answer, and on ARC-Easy majority vote answered every
+question with the same letter where the base model gave that letter 41 percent of the time (issue 16,
+docs/ttrv_ablation.md). This monitor keeps, per answer set (e.g. `rewards.prior.answer_set_key`), the
+majority answers of the most recent items and reports when the most common one's share exceeds
+
+    threshold = max(prior_max_share, base share + prior_margin)
+
+where the base share is the same statistic for the base model: given at construction (preferred:
+`base_shares_from` over the base evaluation's answers), or else measured from the answer set's first
+full window, before which that answer set gets no verdict. Items whose majority answer is None
+(nothing parsed) carry no answer and are skipped. Pure and label-free; the caller logs and acts.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+from .config import opt
+
+
+@dataclass
+class PriorMonitorParams:
+    prior_window: int = opt(32, "recent items per answer set whose majority answers the answer-prior monitor counts; 0 = off")
+    prior_min_items: int = opt(16, "items of an answer set needed in the window before the monitor gives a verdict")
+    prior_max_share: float = opt(0.9, "answer-prior collapse when one answer is the majority answer of more than this share "
+                                 "of the window's items (collapsed runs of issue 16: 0.94 to 1.0)")
+    prior_margin: float = opt(0.25, "... and more than the base model's share of its own top answer plus this margin "
+                              "(ARC-Easy base: 0.41, collapsed: 1.0)")
+
+
+def top_share(answers: Iterable[str]) -> tuple[str | None, float, int]:
+    """(most common answer, its share, number of answers); ties go to the answer seen first."""
+    counts = Counter(answers)
+    n = sum(counts.values())
+    if not n:
+        return None, 0.0, 0
+    answer, k = counts.most_common(1)[0]
+    return answer, k / n, n
+
+
+def base_shares_from(pairs: Iterable[tuple[Hashable, str | None]]) -> dict[Hashable, float]:
+    """Per answer set, the top answer's share among base answers (e.g. the base model's greedy answers)."""
+    by_key: dict[Hashable, list[str]] = {}
+    for key, answer in pairs:
+        if answer is not None:
+            by_key.setdefault(key, []).append(answer)
+    return {k: top_share(v)[1] for k, v in by_key.items()}
+
+
+class AnswerPriorMonitor:
+    def __init__(self, params, base_shares: dict[Hashable, float] | None = None):
+        """`params`: PriorMonitorParams or any config object with the same prior_* fields."""
+        self.p = params
+        self.base: dict[Hashable, float] = dict(base_shares or {})
+        self.windows: dict[Hashable, list[str]] = {}
+        self.seen: dict[Hashable, int] = {}  # items counted per answer set, for measuring the base
+
+    def threshold(self, key: Hashable) -> float | None:
+        return None if key not in self.base else max(self.p.prior_max_share, self.base[key] + self.p.prior_margin)
+
+    def update(self, majority_answers: list[tuple[Hashable, str | None]]) -> str | None:
+        """Add one step's (answer-set key, majority answer) pairs; a reason string when an answer set collapsed."""
+        w = self.p.prior_window
+        if not w:
+            return None
+        touched = []
+        for key, answer in majority_answers:
+            if answer is None:
+                continue
+            win = self.windows.setdefault(key, [])
+            win.append(answer)
+            del win[:-w]
+            self.seen[key] = self.seen.get(key, 0) + 1
+            if key not in self.base and self.seen[key] == w:  # no base given: the first full window is the base
+                self.base[key] = top_share(win)[1]
+            if key not in touched:
+                touched.append(key)
+        reasons = []
+        for key in touched:
+            answer, share, n = top_share(self.windows[key])
+            thr = self.threshold(key)
+            if thr is not None and n >= self.p.prior_min_items and share > thr:
+                reasons.append(f"answer-prior collapse: {answer!r} is the majority answer of {share:.0%} of the last {n} "
+                               f"items with answer set {key!r} (base {self.base[key]:.0%}, threshold {thr:.0%})")
+        return "; ".join(reasons) or None
+
+    def shares(self) -> dict[Hashable, tuple[str | None, float, int]]:
+        """Per answer set: (top majority answer, its share, items) over the current window, for logging."""
+        return {k: top_share(v) for k, v in self.windows.items()}
+
+    def state_dict(self) -> dict:
+        return {"base": dict(self.base), "windows": {k: list(v) for k, v in self.windows.items()}, "seen": dict(self.seen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base = dict(state["base"])
+        self.windows = {k: list(v) for k, v in state["windows"].items()}
+        self.seen = dict(state["seen"])

@@ -1,0 +1,76 @@
+"""The cross-item answer-prior monitor against hand-counted windows."""
+import json
+import pickle
+
+import pytest
+
+from ttrl.prior_monitor import AnswerPriorMonitor, PriorMonitorParams, base_shares_from, top_share
+
+K = "options:4"
+
+
+def feed(mon, answers, key=K):
+    """One item per step; the reasons returned, by item index."""
+    return {i: r for i, a in enumerate(answers) if (r := mon.update([(key, a)]))}
+
+
+def test_one_letter_everywhere_is_caught_after_min_items():
+    mon = AnswerPriorMonitor(PriorMonitorParams(), base_shares={K: 0.41})  # the ARC-Easy base of issue 16
+    fired = feed(mon, ["A"] * 20)
+    assert sorted(fired) == [15, 16, 17, 18, 19]  # from the 16th item (prior_min_items) on
+    assert "'A' is the majority answer of 100% of the last 16 items" in fired[15]
+    assert "base 41%, threshold 90%" in fired[15]
+
+
+def test_a_varied_stream_never_fires():
+    mon = AnswerPriorMonitor(PriorMonitorParams(), base_shares={K: 0.41})
+    assert feed(mon, list("ABCD") * 20) == {}
+    assert mon.shares()[K] == ("A", 0.25, 32)
+
+
+def test_threshold_is_base_share_plus_margin_when_higher():
+    p = PriorMonitorParams(prior_window=50, prior_min_items=50)
+    assert AnswerPriorMonitor(p, {K: 0.7}).threshold(K) == pytest.approx(0.95)
+    assert AnswerPriorMonitor(p, {K: 0.41}).threshold(K) == 0.9
+    # 47 of 50 = 0.94: not above 0.95; 48 of 50 = 0.96: above
+    assert feed(AnswerPriorMonitor(p, {K: 0.7}), ["A"] * 47 + ["B"] * 3) == {}
+    assert list(feed(AnswerPriorMonitor(p, {K: 0.7}), ["A"] * 48 + ["B"] * 2)) == [49]
+    # a base that already gives one answer 80% of the time cannot collapse past 0.8 + 0.25
+    assert feed(AnswerPriorMonitor(p, {K: 0.8}), ["A"] * 60) == {}
+
+
+def test_base_measured_from_the_first_full_window():
+    mon = AnswerPriorMonitor(PriorMonitorParams())  # window 32, no base given
+    assert feed(mon, ["A", "B"] * 16) == {} and mon.base == {K: 0.5}  # no verdict before the base is known
+    # then only A: after m more items the window holds (32 - m) / 2 + m A's (m even): share (32 + m) / 64;
+    # m = 25 -> 28/32 = 0.875, m = 26 -> 58/64 = 0.906 > max(0.9, 0.5 + 0.25)
+    fired = feed(mon, ["A"] * 30)
+    assert min(fired) == 25  # the 26th item after the first window
+
+
+def test_answer_sets_are_separate_and_unparsed_items_skipped():
+    mon = AnswerPriorMonitor(PriorMonitorParams(prior_window=8, prior_min_items=8), {K: 0.25, "global": 0.5})
+    reason = None
+    for i in range(8):
+        reason = mon.update([(K, "A"), ("global", "yes" if i % 2 else "no"), ("global", None)])
+    assert reason and "options:4" in reason and "global" not in reason
+    assert mon.shares()["global"] == ("no", 0.5, 8)
+
+
+def test_off_and_state_round_trip():
+    assert feed(AnswerPriorMonitor(PriorMonitorParams(prior_window=0), {K: 0.0}), ["A"] * 40) == {}
+    a = AnswerPriorMonitor(PriorMonitorParams())
+    stream = ["A", "B", "C"] * 12 + ["A"] * 30
+    feed(a, stream[:40])
+    b = AnswerPriorMonitor(PriorMonitorParams())
+    state = pickle.loads(pickle.dumps(a.state_dict()))
+    json.dumps(state)  # plain data
+    b.load_state_dict(state)
+    assert feed(a, stream[40:]) == feed(b, stream[40:]) != {}
+    assert a.state_dict() == b.state_dict()
+
+
+def test_base_shares_from_base_answers():
+    pairs = [(K, "A"), (K, "A"), (K, "B"), (K, None), ("global", "yes"), ("global", "no")]
+    assert base_shares_from(pairs) == {K: pytest.approx(2 / 3), "global": 0.5}
+    assert top_share([]) == (None, 0.0, 0)
