@@ -2,7 +2,7 @@
 sample, each benchmark's own scorer, and labels kept out of the prompts."""
 import pytest
 
-from ttrl.config import DEFAULT_TASK_ARGS
+from ttrl.config import Config
 from ttrl.data import DataError
 from ttrl.evaluate import make_scorer
 from ttrl.extractors import get_extractor
@@ -61,8 +61,10 @@ def test_fixed_sample_is_stable_across_run_seeds_and_nested(name):
     assert len(ids) == 20 and ids == [it.query.id for it in b.items]
     assert set(ids) <= {it.query.id for it in big.items} and len(big.items) == 100
     assert ids != [it.query.id for it in other.items]
-    # the config's default task_args (rg:basic_arithmetic's) mean "no arguments" here
-    assert [it.query.id for it in load_dataset(f"bench:{name}", DEFAULT_TASK_ARGS, 20).items] == ids
+    # the config's default task_args (rg:basic_arithmetic's) are not passed to another source
+    cfg = Config()
+    cfg.data.data = f"bench:{name}"
+    assert [it.query.id for it in load_dataset(cfg.data.data, cfg.data.source_args(), 20).items] == ids
 
 
 def _item(ds, id_):

@@ -146,8 +146,8 @@ def test_bad_params_are_config_errors_and_flags_exist():
     with pytest.raises(ConfigError):
         PriorVoteParams(decay=1.5)
     from ttrl.cli import build_parser, config_from_args
-    from ttrl.config import build_reward_params
+    from ttrl.rewards.base import build_params
 
     ns = build_parser().parse_args(["run", "--reward", "prior_vote", "--prior-vote-beta", "0.5", "--prior-vote-form", "soft"])
     cfg = config_from_args(ns)
-    assert build_reward_params(cfg)["prior_vote"] == PriorVoteParams(beta=0.5, form="soft")
+    assert build_params(cfg.reward.reward_params)["prior_vote"] == PriorVoteParams(beta=0.5, form="soft")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from ..config import ConfigError
 from ..data import Query
 from .base import Group, RewardContext, RewardOutput, register_reward
-from .voting import majority_class
+from ..group import majority_class
 
 FAMILY = "prior_vote"
 GLOBAL = "global"

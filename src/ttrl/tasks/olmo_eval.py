@@ -156,10 +156,6 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 
 def _args(name: str, bench: Benchmark, task_args: dict[str, Any]) -> BenchArgs:
-    from ..config import DEFAULT_TASK_ARGS
-
-    if task_args == DEFAULT_TASK_ARGS:  # the config's default belongs to the default task (rg:basic_arithmetic)
-        task_args = {}
     unknown = sorted(set(task_args) - set(bench.args))
     if unknown:
         raise DataError(f"bench:{name}", None, "task_args", f"unknown argument(s) {unknown}; takes {', '.join(bench.args)}")
@@ -175,7 +171,7 @@ def _args(name: str, bench: Benchmark, task_args: dict[str, Any]) -> BenchArgs:
 
 @register_source("bench")
 def load_bench(name: str, task_args: dict[str, Any], size: int, seed: int) -> Dataset:
-    """`seed` (the run seed) is deliberately unused: the sample is fixed by `sample_seed`."""
+    """`seed` (the data seed) is deliberately unused: the sample is fixed by `sample_seed`, the same across runs."""
     if name not in BENCHMARKS:
         raise DataError(f"bench:{name}", None, None, f"unknown benchmark; choose from: {', '.join(BENCHMARKS)}")
     bench = BENCHMARKS[name]
