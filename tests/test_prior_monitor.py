@@ -4,7 +4,8 @@ import pickle
 
 import pytest
 
-from ttrl.prior_monitor import AnswerPriorMonitor, PriorMonitorParams, base_shares_from, top_share
+from ttrl.config import SafeguardConfig
+from ttrl.prior_monitor import AnswerPriorMonitor, base_shares_from, top_share
 
 K = "options:4"
 
@@ -15,7 +16,7 @@ def feed(mon, answers, key=K):
 
 
 def test_one_letter_everywhere_is_caught_after_min_items():
-    mon = AnswerPriorMonitor(PriorMonitorParams(), base_shares={K: 0.41})  # the ARC-Easy base of issue 16
+    mon = AnswerPriorMonitor(SafeguardConfig(), base_shares={K: 0.41})  # the ARC-Easy base of issue 16
     fired = feed(mon, ["A"] * 20)
     assert sorted(fired) == [15, 16, 17, 18, 19]  # from the 16th item (prior_min_items) on
     assert "'A' is the majority answer of 100% of the last 16 items" in fired[15]
@@ -23,13 +24,13 @@ def test_one_letter_everywhere_is_caught_after_min_items():
 
 
 def test_a_varied_stream_never_fires():
-    mon = AnswerPriorMonitor(PriorMonitorParams(), base_shares={K: 0.41})
+    mon = AnswerPriorMonitor(SafeguardConfig(), base_shares={K: 0.41})
     assert feed(mon, list("ABCD") * 20) == {}
     assert mon.shares()[K] == ("A", 0.25, 32)
 
 
 def test_threshold_is_base_share_plus_margin_when_higher():
-    p = PriorMonitorParams(prior_window=50, prior_min_items=50)
+    p = SafeguardConfig(prior_window=50, prior_min_items=50)
     assert AnswerPriorMonitor(p, {K: 0.7}).threshold(K) == pytest.approx(0.95)
     assert AnswerPriorMonitor(p, {K: 0.41}).threshold(K) == 0.9
     # 47 of 50 = 0.94: not above 0.95; 48 of 50 = 0.96: above
@@ -40,7 +41,7 @@ def test_threshold_is_base_share_plus_margin_when_higher():
 
 
 def test_base_measured_from_the_first_full_window():
-    mon = AnswerPriorMonitor(PriorMonitorParams())  # window 32, no base given
+    mon = AnswerPriorMonitor(SafeguardConfig())  # window 32, no base given
     assert feed(mon, ["A", "B"] * 16) == {} and mon.base == {K: 0.5}  # no verdict before the base is known
     # then only A: after m more items the window holds (32 - m) / 2 + m A's (m even): share (32 + m) / 64;
     # m = 25 -> 28/32 = 0.875, m = 26 -> 58/64 = 0.906 > max(0.9, 0.5 + 0.25)
@@ -49,7 +50,7 @@ def test_base_measured_from_the_first_full_window():
 
 
 def test_answer_sets_are_separate_and_unparsed_items_skipped():
-    mon = AnswerPriorMonitor(PriorMonitorParams(prior_window=8, prior_min_items=8), {K: 0.25, "global": 0.5})
+    mon = AnswerPriorMonitor(SafeguardConfig(prior_window=8, prior_min_items=8), {K: 0.25, "global": 0.5})
     reason = None
     for i in range(8):
         reason = mon.update([(K, "A"), ("global", "yes" if i % 2 else "no"), ("global", None)])
@@ -58,11 +59,11 @@ def test_answer_sets_are_separate_and_unparsed_items_skipped():
 
 
 def test_off_and_state_round_trip():
-    assert feed(AnswerPriorMonitor(PriorMonitorParams(prior_window=0), {K: 0.0}), ["A"] * 40) == {}
-    a = AnswerPriorMonitor(PriorMonitorParams())
+    assert feed(AnswerPriorMonitor(SafeguardConfig(prior_window=0), {K: 0.0}), ["A"] * 40) == {}
+    a = AnswerPriorMonitor(SafeguardConfig())
     stream = ["A", "B", "C"] * 12 + ["A"] * 30
     feed(a, stream[:40])
-    b = AnswerPriorMonitor(PriorMonitorParams())
+    b = AnswerPriorMonitor(SafeguardConfig())
     state = pickle.loads(pickle.dumps(a.state_dict()))
     json.dumps(state)  # plain data
     b.load_state_dict(state)

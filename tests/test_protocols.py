@@ -122,3 +122,16 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     # resuming a finished run changes nothing
     assert main(["run", "--resume", str(killed)]) == 0
     assert len(jsonl(killed / "predictions.jsonl")) == 6
+
+
+def test_answer_prior_monitor_fires_and_stops(tmp_path):
+    """A threshold every answer exceeds: the cross-item monitor fires on the first verdict, logs the answer and
+    its share, and stops adaptation (the summary reports the base and adapted top-answer shares)."""
+    out = tmp_path / "prior"
+    assert main(transductive(out, "--prior-monitor", "stop", "--prior-min-items", "1", "--prior-max-share", "0",
+                             "--prior-margin", "-1")) == 0
+    (event,) = [e for e in jsonl(out / "events.jsonl") if e["event"] == "answer_prior"]
+    assert event["action"] == "stop" and "is the majority answer of" in event["reason"]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["events_answer_prior"] == 1 and s["steps"] == 1 and s["stopped"] == event["reason"]
+    assert 0 < s["base_top_answer_share"] <= 1 and 0 < s["adapted_top_answer_share"] <= 1

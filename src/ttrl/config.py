@@ -159,6 +159,14 @@ class SafeguardConfig:
     entropy_floor: float = opt(0.05, "collapse when answer entropy falls below this while KL keeps rising (URLVR)")
     length_drop: float = opt(0.5, "collapse when mean response length falls by more than this fraction of the "
                              "baseline (SPINE: shrinking responses)")
+    prior_monitor: str = opt("warn", "answer-prior monitor action (one answer taking over ACROSS items, which the per-group "
+                             "indicators cannot see): off, warn, stop, rollback", ["off", "warn", "stop", "rollback"])
+    prior_window: int = opt(32, "recent items per answer set whose majority answers the answer-prior monitor counts")
+    prior_min_items: int = opt(16, "items of an answer set needed in the window before the monitor gives a verdict")
+    prior_max_share: float = opt(0.9, "answer-prior collapse when one answer is the majority answer of more than this "
+                                 "share of the window's items (collapsed runs of issue 16: 0.94 to 1.0)")
+    prior_margin: float = opt(0.25, "... and more than the base model's share of its own top answer plus this margin "
+                              "(ARC-Easy base: 0.41, collapsed: 1.0)")
     early_stop_patience: int = opt(0, "stop when the mean reward has not improved for this many steps; 0 = off")
     early_stop_delta: float = opt(0.01, "improvement in mean reward that resets the patience counter")
     max_steps: int = opt(0, "budget: update steps; 0 = unlimited")

@@ -17,19 +17,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
-
-from .config import opt
-
-
-@dataclass
-class PriorMonitorParams:
-    prior_window: int = opt(32, "recent items per answer set whose majority answers the answer-prior monitor counts; 0 = off")
-    prior_min_items: int = opt(16, "items of an answer set needed in the window before the monitor gives a verdict")
-    prior_max_share: float = opt(0.9, "answer-prior collapse when one answer is the majority answer of more than this share "
-                                 "of the window's items (collapsed runs of issue 16: 0.94 to 1.0)")
-    prior_margin: float = opt(0.25, "... and more than the base model's share of its own top answer plus this margin "
-                              "(ARC-Easy base: 0.41, collapsed: 1.0)")
 
 
 def top_share(answers: Iterable[str]) -> tuple[str | None, float, int]:
@@ -53,7 +40,7 @@ def base_shares_from(pairs: Iterable[tuple[Hashable, str | None]]) -> dict[Hasha
 
 class AnswerPriorMonitor:
     def __init__(self, params, base_shares: dict[Hashable, float] | None = None):
-        """`params`: PriorMonitorParams or any config object with the same prior_* fields."""
+        """`params`: a SafeguardConfig (its prior_* fields)."""
         self.p = params
         self.base: dict[Hashable, float] = dict(base_shares or {})
         self.windows: dict[Hashable, list[str]] = {}

@@ -83,3 +83,4 @@ class AdaptationState:
     stopper: dict
     last_good: dict
     good_step: int
+    prior: dict  # the answer-prior monitor (prior_monitor.py)

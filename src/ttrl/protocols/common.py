@@ -7,6 +7,8 @@ import time
 from typing import Any, Sequence
 
 from ..data import Query
+from ..prior_monitor import AnswerPriorMonitor
+from ..rewards.prior import answer_set_key
 from ..safeguards import CollapseMonitor, EarlyStopper, budget_reason
 from ..stats import AdaptationState
 
@@ -18,11 +20,12 @@ class Adaptation:
         self.sess, self.cfg = sess, sess.cfg.safeguards
         self.trainer = sess.trainer
         self.monitor = CollapseMonitor(self.cfg)
+        self.prior = AnswerPriorMonitor(self.cfg)  # base shares set by the protocol from the base model's answers
         self.stopper = EarlyStopper(self.cfg)
         self.tokens, self.seconds = 0, 0.0
         self.stopped: str | None = None
         self.last_good, self.good_step = self.trainer.snapshot(), 0
-        self.counts = {"gate": 0, "collapse": 0, "rollback": 0, "early_stop": 0, "budget": 0}
+        self.counts = {"gate": 0, "collapse": 0, "answer_prior": 0, "rollback": 0, "early_stop": 0, "budget": 0}
 
     def event(self, kind: str, reason: str, **extra: Any) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -47,16 +50,21 @@ class Adaptation:
             if g.gated:
                 self.event("gate", g.gated, item=g.query_id)
         row = {**extra, **st.row(), **self.sess.label_metrics(result)}
-        verdict = self.monitor.update(st)
-        if verdict:
-            row["collapse"] = verdict
-            self.event("collapse", verdict, action=self.cfg.monitor)
-            if self.cfg.monitor == "rollback":
-                self.trainer.restore(self.last_good)
-                self.event("rollback", f"restored the adapter of step {self.good_step}", to_step=self.good_step)
-            if self.cfg.monitor in ("stop", "rollback"):
-                self.stopped = verdict
-        elif self.cfg.monitor != "off":
+        # collapse within groups (entropy, length) and across items (one answer for every item)
+        prior = self.prior.update([(answer_set_key(g.group.query), g.group.majority_answer) for g in result.groups]) \
+            if self.cfg.prior_monitor != "off" else None
+        fired = [(kind, why, action) for kind, why, action in (("collapse", self.monitor.update(st), self.cfg.monitor),
+                                                                ("answer_prior", prior, self.cfg.prior_monitor)) if why]
+        for kind, why, action in fired:
+            row[kind] = why
+            self.event(kind, why, action=action)
+        actions = {action for _, _, action in fired}
+        if "rollback" in actions:
+            self.trainer.restore(self.last_good)
+            self.event("rollback", f"restored the adapter of step {self.good_step}", to_step=self.good_step)
+        if actions & {"stop", "rollback"}:
+            self.stopped = fired[0][1]
+        elif not fired and {self.cfg.monitor, self.cfg.prior_monitor} & {"rollback"}:
             self.last_good, self.good_step = self.trainer.snapshot(), self.trainer.steps
         early = self.stopper.update(st.reward_mean)
         if early and self.stopped is None:
@@ -71,6 +79,7 @@ class Adaptation:
         t0 = time.perf_counter()
         self.trainer.restore(self.sess.initial_weights)
         self.monitor, self.stopper = CollapseMonitor(self.cfg), EarlyStopper(self.cfg)
+        self.prior = AnswerPriorMonitor(self.cfg, self.prior.base)
         return time.perf_counter() - t0
 
     def checkpoint(self, progress: dict[str, Any]) -> None:
@@ -81,7 +90,7 @@ class Adaptation:
     def _state(self, progress: dict[str, Any]) -> AdaptationState:
         return AdaptationState(self.trainer.state_dict(), progress, self.tokens, self.seconds, self.stopped,
                                dict(self.counts), self.monitor.state_dict(), self.stopper.state_dict(),
-                               self.last_good, self.good_step)
+                               self.last_good, self.good_step, self.prior.state_dict())
 
     def resume(self, start: dict[str, Any]) -> dict[str, Any]:
         """Protocol progress to start from: `start` for a new run; on --resume, the checkpoint's, with
@@ -93,6 +102,7 @@ class Adaptation:
         self.tokens, self.seconds, self.stopped = state.tokens, state.seconds, state.stopped
         self.counts = dict(state.counts)
         self.monitor.load_state_dict(state.monitor)
+        self.prior.load_state_dict(state.prior)
         self.stopper.load_state_dict(state.stopper)
         self.last_good, self.good_step = state.last_good, state.good_step
         steps = self.trainer.steps

@@ -12,6 +12,8 @@ from tqdm.auto import tqdm
 
 from ..evaluate import answer
 from ..metrics import bleu, pass_at_k, rouge_l
+from ..prior_monitor import base_shares_from, top_share
+from ..rewards.prior import answer_set_key
 from ..seeds import derive
 from . import register_protocol
 from .common import Adaptation
@@ -45,6 +47,11 @@ def run_transductive(sess) -> dict:
             n_ok = None if it.answer is None else sum(bool(sess.score(v, it)) for v in g.answers)
             out.append("base_votes.jsonl", {"id": g.query.id, "maj_answer": g.majority_answer,
                                             "votes": list(g.answers), "n_correct": n_ok})
+
+    # the base model's own answer prior, against which the answer-prior monitor judges a collapse
+    base_rows = out.read("base.jsonl")
+    adaptation.prior.base.update(base_shares_from((answer_set_key(by_id[r["id"]].query), r["base_answer"])
+                                                  for r in base_rows if r["id"] in by_id))
 
     # 2. adaptation on K items: the trainer gets queries only
     adapt, per_step = sess.adapt_items, cfg.grpo.prompts_per_step
@@ -110,6 +117,10 @@ def run_transductive(sess) -> dict:
         if counted else None,
         "base_pass_at_n": float(np.mean([pass_at_k(n_votes, v["n_correct"], n_votes) for v in counted]))
         if counted else None,
+        # share of the most common answer over all evaluated items: one answer everywhere is answer-prior collapse
+        "base_top_answer_share": top_share(r["base_answer"] for r in preds if r.get("base_answer") is not None)[1],
+        "adapted_top_answer_share": top_share(r["adapted_answer"] for r in preds
+                                              if r.get("adapted_answer") is not None)[1],
         "n_adapt": len(adapt),
         "n_eval": len(items),
         "steps": sess.trainer.steps,
