@@ -201,3 +201,32 @@ def test_trl_grpo_trainer_runs_a_step_with_a_ttrl_reward(tmp_path):
     trainer.train()
     logged = [h for h in trainer.state.log_history if "rewards/ttrl_majority/mean" in h]
     assert logged and 0.0 <= logged[0]["rewards/ttrl_majority/mean"] <= 1.0
+
+
+def test_the_scale_out_page_configs_are_valid_for_accelerate_and_trl(tmp_path):
+    """docs/scale_out.md's accelerate configs load with accelerate's own loader (which rejects unknown keys), and
+    its train_trl.py passes only GRPOConfig fields and builds its ttrl reward."""
+    import ast
+    import dataclasses
+
+    from accelerate.commands.config.config_args import ClusterConfig
+    from doc_blocks import named_blocks
+    from trl import GRPOConfig
+
+    blocks = named_blocks("scale_out.md")
+    for name in ("accelerate_ddp.yaml", "accelerate_zero3.yaml"):
+        (tmp_path / name).write_text(blocks[name])
+        cfg = ClusterConfig.from_yaml_file(tmp_path / name)
+        assert cfg.num_processes == 8 and cfg.mixed_precision == "bf16"
+    assert ClusterConfig.from_yaml_file(tmp_path / "accelerate_zero3.yaml").deepspeed_config["zero_stage"] == 3
+    tree = ast.parse(blocks["train_trl.py"])
+    calls = {n.func.id: n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    used = {k.arg for k in calls["GRPOConfig"].keywords}
+    assert used <= fields, used - fields
+    kw = {k.arg: ast.literal_eval(k.value) for k in calls["GRPOConfig"].keywords}
+    # 8 GPUs x per-device batch x steps per generation = whole groups of num_generations, 15 prompts
+    assert 8 * kw["per_device_train_batch_size"] * kw["steps_per_generation"] == 15 * kw["num_generations"]
+    reward = calls["trl_reward"]
+    f = trl_reward(*[ast.literal_eval(a) for a in reward.args])
+    assert f.__name__ == "ttrl_majority"
