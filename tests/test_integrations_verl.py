@@ -19,7 +19,7 @@ import torch
 from verl import DataProto
 
 from ttrl.integrations.scoring import GroupScorer
-from ttrl.policy.zoo import resolve_model
+from ttrl.zoo import resolve_model
 from ttrl.rewards import all_rewards, register_reward
 
 LABEL = "label-5150"

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
 from ttrl.integrations.trl import trl_reward
-from ttrl.policy.zoo import resolve_model
+from ttrl.zoo import resolve_model
 from ttrl.rewards import all_rewards, register_reward
 
 LABEL = "4242"  # in the data set's answer column; must never reach the reward

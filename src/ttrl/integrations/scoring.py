@@ -14,27 +14,8 @@ import numpy as np
 from ..data import Query
 from ..extractors import get_extractor
 from ..group import Group
-from ..rewards import Reward, RewardContext, all_rewards
-from ..rewards.base import params_fields
-
-
-def _params(params: dict | None) -> dict | None:
-    """{reward: params dataclass or {field: value}} -> {reward: params dataclass} (engine configs give dicts)."""
-    if not params:
-        return None
-    specs = all_rewards()
-    out = {}
-    for name, values in params.items():
-        if name not in specs:
-            raise ValueError(f"reward params: unknown reward {name!r}")
-        if isinstance(values, dict):
-            known = {f.name for f in params_fields(specs[name].params)}
-            unknown = sorted(set(values) - known)
-            if unknown:
-                raise ValueError(f"reward params for {name!r}: unknown field(s) {unknown} (fields: {sorted(known)})")
-            values = specs[name].params(**values)
-        out[name] = values
-    return out
+from ..rewards import Reward, RewardContext
+from ..rewards.base import build_params
 
 
 class GroupScorer:
@@ -42,7 +23,7 @@ class GroupScorer:
 
     def __init__(self, reward: str, extractor: str, params: dict | None = None, seed: int = 0, engine: str = "this engine",
                  **extractor_options):
-        self.reward = Reward(reward, _params(params))
+        self.reward = Reward(reward, build_params(params))
         if self.reward.needs:
             raise ValueError(f"reward {reward!r} needs {sorted(self.reward.needs)}, which {engine} does not hand to "
                              "reward functions")

@@ -136,9 +136,10 @@ def params_fields(cls: type) -> list[dataclasses.Field]:
     return list(dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else []
 
 
-def build_params(values: dict[str, dict]) -> dict[str, Any]:
-    """Each reward's params dataclass from {reward_name: {field: value}} (cfg.reward.reward_params), rejecting
-    unknown rewards and fields with errors that name them."""
+def build_params(values: dict[str, Any]) -> dict[str, Any]:
+    """Each reward's params dataclass from {reward_name: {field: value} or a params instance}
+    (cfg.reward.reward_params, an engine's config), rejecting unknown rewards and fields with errors (ConfigError,
+    a ValueError) that name them."""
     from ..config import ConfigError, checked_value, field_types
 
     rewards = all_rewards()
@@ -147,6 +148,9 @@ def build_params(values: dict[str, dict]) -> dict[str, Any]:
         if name not in rewards:
             raise ConfigError(f"reward.reward_params: unknown reward {name!r}")
         cls = rewards[name].params
+        if isinstance(fields, cls):
+            out[name] = fields
+            continue
         types = field_types(cls)
         kwargs = {}
         for k, v in (fields or {}).items():
