@@ -6,13 +6,12 @@ import argparse
 import dataclasses
 import json
 import logging
-import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from .config import Config, ConfigError, apply_overrides, field_types, load_yaml, sections
+from .config import Config, ConfigError, apply_overrides, field_types, load_yaml, sections, set_option, validate_config
 from .data import DataError
 
 
@@ -69,20 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(ns: argparse.Namespace) -> Config:
+    """Defaults < --config YAML < flags, merged first and validated once (a YAML n_votes and a flag
+    n_train are checked together)."""
     cfg = Config()
     given = vars(ns)
     if "config" in given:
-        apply_overrides(cfg, load_yaml(given["config"]), given["config"])
-    nested: dict = {}
+        apply_overrides(cfg, load_yaml(given["config"]), given["config"], validate=False)
     for key, value in given.items():
         if key.startswith("rewardparam."):
             _, rname, fname = key.split(".", 2)
-            nested.setdefault("reward", {}).setdefault("reward_params", dict(cfg.reward.reward_params)).setdefault(rname, {})[fname] = value
+            params = {k: dict(v or {}) for k, v in cfg.reward.reward_params.items()}
+            params.setdefault(rname, {})[fname] = value
+            set_option(cfg, "reward", "reward_params", params, "command line: reward.reward_params")
         elif "." in key:
             sec, name = key.split(".", 1)
-            nested.setdefault(sec, {})[name] = value
-    if nested:
-        apply_overrides(cfg, nested, "command line")
+            set_option(cfg, sec, name, value, _flag(name))
+    validate_config(cfg)
     return cfg
 
 
@@ -110,33 +111,39 @@ def cmd_backends() -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from .run import run
+    from . import preflight
+    from .runlog import prepare
 
     if "resume" in vars(ns):
         return _resume(ns)
     cfg = config_from_args(ns)
     if not cfg.run.out:
         cfg.run.out = time.strftime("runs/%Y%m%d-%H%M%S")
-    out = Path(cfg.run.out)
-    if out.exists() and any(out.iterdir()):
-        if not getattr(ns, "overwrite", False):
-            raise ConfigError(f"{out}: the run folder already holds files; pass --overwrite or choose another --out")
-        shutil.rmtree(out)
+    preflight.check(cfg)
+    ns.run_dir = prepare(cfg.run.out, overwrite=getattr(ns, "overwrite", False))
+    from .run import run
+
     return _report(cfg, run(cfg))
 
 
 def _resume(ns: argparse.Namespace) -> int:
-    from .run import run
+    from . import preflight
+    from .runlog import check_resumable
 
     out = Path(ns.resume)
     others = [k for k in vars(ns) if "." in k]
     if others:
         raise ConfigError(f"--resume takes its settings from {out / 'config.yaml'}; drop the other options")
+    check_resumable(out)
     cfg = apply_overrides(Config(), load_yaml(out / "config.yaml"), str(out / "config.yaml"))
     cfg.run.out = str(out)
     if (out / "summary.json").exists():
         print(f"{out}: the run had finished; nothing to resume")
         return _report(cfg, json.loads((out / "summary.json").read_text()))
+    preflight.check(cfg)
+    ns.run_dir = out
+    from .run import run
+
     return _report(cfg, run(cfg, resume=True))
 
 
@@ -144,7 +151,8 @@ def _report(cfg: Config, summary: dict) -> int:
     out = cfg.run.out
     if "online_accuracy" in summary:
         print(f"\n{cfg.protocol.protocol} accuracy {_pct(summary['online_accuracy'])}   ({summary['n_items']} items "
-              f"answered as they arrived, {summary['steps']} steps, reward {summary['reward']})")
+              f"answered as they arrived, {_updates(summary)}, reward {summary['reward']})")
+        _skipped_note(summary)
         if summary.get("n_resets"):
             print(f"resets            {summary['n_resets']}, {1000 * summary['reset_seconds_mean']:.1f} ms each")
         print(f"outputs in {out}/  ({summary['seconds']:.0f} s, peak memory {summary['peak_rss_mb']:.0f} MB)")
@@ -153,13 +161,28 @@ def _report(cfg: Config, summary: dict) -> int:
     if summary.get("base_maj_accuracy") is not None:
         print(f"base maj@{cfg.protocol.base_maj_votes:<8d} {_pct(summary['base_maj_accuracy'])}   (ceiling for sharpening)")
     print(f"adapted accuracy  {_pct(summary['adapted_accuracy'])}   "
-          f"(after {summary['steps']} steps on {summary['n_adapt']} unlabeled items, reward {summary['reward']})")
+          f"(after {_updates(summary)} on {summary['n_adapt']} unlabeled items, reward {summary['reward']})")
+    _skipped_note(summary)
     for part, what in (("adapted_items", "the items adapted on"), ("other_items", "items never adapted on")):
         if summary.get(f"n_{part}"):
             print(f"  {what + ':':24s} base {_pct(summary[f'{part}_base_accuracy'])} -> adapted "
                   f"{_pct(summary[f'{part}_adapted_accuracy'])}   ({summary[f'n_{part}']} items)")
     print(f"outputs in {out}/  ({summary['seconds']:.0f} s, peak memory {summary['peak_rss_mb']:.0f} MB)")
     return 0
+
+
+def _updates(summary: dict) -> str:
+    """How much adaptation happened: steps, unless some of them changed nothing (every group gated)."""
+    steps, updates = summary["steps"], summary.get("updates", summary["steps"])
+    if updates == steps:
+        return f"{steps} steps"
+    return f"{updates} updates in {steps} steps" if updates else "0 updates"
+
+
+def _skipped_note(summary: dict) -> None:
+    if summary["steps"] and summary.get("updates", summary["steps"]) == 0:
+        print(f"note: every group was skipped ({summary.get('skipped') or 'see events.jsonl'}), so the weights "
+              "are the base model's")
 
 
 def _pct(x) -> str:
@@ -170,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     warnings.simplefilter("default")
     ns = build_parser().parse_args(argv)
+    interrupted = False
     try:
         if ns.command == "rewards":
             return cmd_rewards()
@@ -183,6 +207,27 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"ttrl: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        interrupted = True  # reported below, once the frames (and their progress bars) are gone
+    except OSError as e:  # the machine, not the input: a full disk, a folder made read-only mid-run, ...
+        what = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
+        print(f"ttrl: error: {what}; {_kept(getattr(ns, 'run_dir', None))}", file=sys.stderr)
+        return 1
+    if interrupted:
+        print(f"\nttrl: interrupted; {_kept(getattr(ns, 'run_dir', None))}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _kept(run_dir) -> str:
+    """What an interrupted or failed run leaves behind, and how to go on."""
+    from .runlog import folder_state
+
+    if run_dir is None:
+        return "nothing was written"
+    if folder_state(run_dir) != "run":
+        return f"no results were written yet ({run_dir} can be reused: run the same command again)"
+    return f"the work done so far is kept in {run_dir}; continue with: ttrl run --resume {run_dir}"
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the CLI flags and the YAML schema are generated from these dataclasses, so there
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +13,15 @@ from typing import Any
 import yaml
 
 
-def opt(default, help: str, choices=None, **kw):
+def opt(default, help: str, choices=None, *, ge=None, gt=None, le=None, lt=None):
+    """A config field: default, one-line help, and the allowed values (choices or bounds), checked once
+    after YAML and flags are merged (validate_config)."""
     meta = {"help": help}
     if choices:
         meta["choices"] = tuple(choices)
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if bounds:
+        meta["bounds"] = bounds
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -36,14 +42,16 @@ class ModelConfig:
                        "else causal) or a backend name (`ttrl backends`)")
     train_vision: bool = opt(False, "vision models: also train the vision tower and projector (default frozen)")
     device: str = opt("auto", "auto (cuda > mps > cpu), or a torch device string")
-    dtype: str = opt("auto", "weight dtype: auto (bfloat16 on GPUs that support it, else float32), float32, bfloat16, float16")
+    dtype: str = opt("auto", "weight dtype: auto (bfloat16 on GPUs that support it, else float32), float32, bfloat16, float16",
+                     ["auto", "float32", "bfloat16", "float16"])
     autocast: str = opt("auto", "compute dtype for matmuls: auto (bfloat16 on GPUs with fast bf16; none on CPU, where "
-                       "bf16 kernels are not reproducible across processes), bfloat16, none")
+                       "bf16 kernels are not reproducible across processes), bfloat16, none",
+                        ["auto", "bfloat16", "float16", "float32", "none"])
     finetune: str = opt("lora", "lora (peft; the reference policy is the adapter switched off) or full", ["lora", "full"])
-    lora_r: int = opt(16, "LoRA rank (Hu et al. 2021)")
-    lora_alpha: int = opt(32, "LoRA scaling alpha")
+    lora_r: int = opt(16, "LoRA rank (Hu et al. 2021)", ge=1)
+    lora_alpha: int = opt(32, "LoRA scaling alpha", gt=0)
     lora_dropout: float = opt(0.0, "LoRA dropout (Hu et al. 2021), applied in the update's gradient pass only; sampling "
-                              "and the ratio's old log-probs stay dropout-free")
+                              "and the ratio's old log-probs stay dropout-free", ge=0, lt=1)
     lora_targets: str = opt("all-linear", "modules to adapt: all-linear or a comma-separated list of module names")
     merge_for_sampling: bool = opt(True, "sample from merged LoRA copies (2x faster HF generate; a transient copy of "
                                    "the adapted layers; exact, base weights untouched)")
@@ -74,19 +82,19 @@ DEFAULT_DATA = "rg:basic_arithmetic"
 class DataConfig:
     data: str = opt(DEFAULT_DATA, "JSONL file or built-in task (rg:NAME from reasoning-gym, easyvqa:SPLIT, ...)")
     task_args: dict = opt(DEFAULT_TASK_ARGS, "arguments for a built-in task's generator (YAML mapping / JSON on the CLI)")
-    task_size: int = opt(100, "items generated for a built-in task")
+    task_size: int = opt(100, "items generated for a built-in task", ge=1)
     data_seed: int = opt(0, "seed of a built-in task's items (generation or sample); independent of the run seed, so "
-                         "runs with different seeds are compared on the same items")
+                         "runs with different seeds are compared on the same items", ge=0)
     answer_type: str = opt("auto", "extractor: number, choice, label, math, text, or auto: choice when items have "
                            "choices, else the format the built-in task declares (never inferred from labels; a JSONL "
                            "file without choices needs this set)")
-    rel_tol: float = opt(1e-6, "number extractor: relative tolerance under which two numbers are one answer")
+    rel_tol: float = opt(1e-6, "number extractor: relative tolerance under which two numbers are one answer", ge=0)
     synonyms: dict = opt({}, "label extractor: {variant: canonical label}, e.g. {grey: gray}")
-    adapt_size: int = opt(32, "K: unlabeled items adapted on (transductive protocol, TTRV: 20); 0 = all")
+    adapt_size: int = opt(32, "K: unlabeled items adapted on (transductive protocol, TTRV: 20); 0 = all", ge=0)
     adapt_data: str = opt("", "adapt on items from this source instead of the evaluation set (cross-data-set "
                           "transfer, TTRV); empty = the evaluation set")
     adapt_task_args: dict = opt({}, "task arguments for adapt_data (built-in tasks)")
-    eval_size: int = opt(0, "items evaluated; 0 = all")
+    eval_size: int = opt(0, "items evaluated; 0 = all", ge=0)
 
     def source_args(self) -> dict:
         """task_args for the configured source. The default arguments belong to the default task, so another
@@ -98,33 +106,34 @@ class DataConfig:
 
 @dataclass
 class SamplingConfig:
-    n_votes: int = opt(8, "N samples per prompt that vote / are rewarded (TTRL: 64)")
-    n_train: int = opt(8, "samples per prompt trained on, drawn from the N votes (TTRL: 32)")
-    temperature: float = opt(0.7, "rollout temperature (TTRL/TTRV: 1.0 on 1.5B+ models; 0.7 suits a 135M model)")
-    top_p: float = opt(1.0, "rollout nucleus sampling")
-    max_new_tokens: int = opt(48, "token budget per rollout")
-    eval_max_new_tokens: int = opt(48, "token budget per greedy evaluation answer")
-    batch_size: int = opt(32, "sequences generated at once")
+    n_votes: int = opt(8, "N samples per prompt that vote / are rewarded (TTRL: 64)", ge=1)
+    n_train: int = opt(8, "samples per prompt trained on, drawn from the N votes (TTRL: 32)", ge=1)
+    temperature: float = opt(0.7, "rollout temperature (TTRL/TTRV: 1.0 on 1.5B+ models; 0.7 suits a 135M model)",
+                              gt=0)
+    top_p: float = opt(1.0, "rollout nucleus sampling", gt=0, le=1)
+    max_new_tokens: int = opt(48, "token budget per rollout (capped to what the model's context leaves)", ge=1)
+    eval_max_new_tokens: int = opt(48, "token budget per greedy evaluation answer", ge=1)
+    batch_size: int = opt(32, "sequences generated at once", ge=1)
 
 
 @dataclass
 class GRPOConfig:
-    lr: float = opt(2e-4, "AdamW learning rate (TTRL full fine-tune: 5e-7; LoRA needs far more)")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    kl_coef: float = opt(0.001, "per-token k3 KL penalty to the reference policy (TTRL/TTRV: 0.001)")
-    clip_eps: float = opt(0.2, "PPO ratio clip (Schulman et al. 2017)")
-    ppo_epochs: int = opt(1, "optimisation passes over each batch of rollouts (1 = on-policy)")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm")
-    adv_eps: float = opt(1e-6, "epsilon in (r - mean) / (std + eps)")
+    lr: float = opt(2e-4, "AdamW learning rate (TTRL full fine-tune: 5e-7; LoRA needs far more)", ge=0)
+    weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
+    kl_coef: float = opt(0.001, "per-token k3 KL penalty to the reference policy (TTRL/TTRV: 0.001)", ge=0)
+    clip_eps: float = opt(0.2, "PPO ratio clip (Schulman et al. 2017)", gt=0)
+    ppo_epochs: int = opt(1, "optimisation passes over each batch of rollouts (1 = on-policy)", ge=1)
+    max_grad_norm: float = opt(1.0, "gradient clipping norm", gt=0)
+    adv_eps: float = opt(1e-6, "epsilon in (r - mean) / (std + eps)", ge=0)
     scale_advantages: bool = opt(True, "divide advantages by the group std (GRPO); false = Dr. GRPO")
     adv_std: str = opt("unbiased", "group std in the advantage: unbiased (n - 1, as TRL's GRPOTrainer and verl) or "
                        "population (n)", ["unbiased", "population"])
     loss_agg: str = opt("token_mean", "token_mean over all trained tokens (DAPO/VERL default) or seq_mean (GRPO paper)", ["token_mean", "seq_mean"])
-    prompts_per_step: int = opt(4, "prompts (groups) per optimiser step")
-    micro_batch: int = opt(16, "sequences per forward/backward chunk (gradient accumulation)")
+    prompts_per_step: int = opt(4, "prompts (groups) per optimiser step", ge=1)
+    micro_batch: int = opt(16, "sequences per forward/backward chunk (gradient accumulation)", ge=1)
     tis_cap: float = opt(2.0, "truncated importance sampling cap C (Yao et al. 2025): tokens from a rollout engine "
                          "that is not exactly the policy (llamacpp_weights f16/q8_0) weigh min(pi/pi_sampler, C); "
-                         "0 = no correction")
+                         "0 = no correction", ge=0)
 
 
 @dataclass
@@ -138,47 +147,50 @@ class ProtocolConfig:
     protocol: str = opt("transductive", "transductive (TTRV): adapt on K items, then evaluate all; online: answer "
                         "each item of a stream, then adapt on it; episodic: online with the weights reset to the base",
                         ["transductive", "online", "episodic"])
-    epochs: int = opt(3, "passes over the adaptation items (TTRV: 2, TTRL: 80)")
+    epochs: int = opt(3, "passes over the adaptation items (TTRV: 2, TTRL: 80)", ge=0)
     base_eval: bool = opt(True, "transductive: also evaluate the base model on the same set in the same run")
-    base_maj_votes: int = opt(8, "samples per item for the base model's majority-vote accuracy (0 = skip)")
+    base_maj_votes: int = opt(8, "samples per item for the base model's majority-vote accuracy (0 = skip)", ge=0)
     online_order: str = opt("answer_first", "online/episodic: answer with the current weights, then adapt "
                             "(answer_first, as deployed), or adapt first", ["answer_first", "adapt_first"])
-    steps_per_item: int = opt(1, "online/episodic: update steps on each arriving item")
-    reset_every: int = opt(1, "episodic: reset the weights to the base after every B items")
+    steps_per_item: int = opt(1, "online/episodic: update steps on each arriving item", ge=1)
+    reset_every: int = opt(1, "episodic: reset the weights to the base after every B items", ge=1)
 
 
 @dataclass
 class SafeguardConfig:
     gate_min_majority: float = opt(0.0, "skip updating on a group whose top answer has a smaller share (TTRV's "
-                                   "weak-base failure); 0 = off")
-    gate_max_entropy: float = opt(0.0, "skip updating on a group whose answer entropy (nats) is higher; 0 = off")
+                                   "weak-base failure); 0 = off", ge=0)
+    gate_max_entropy: float = opt(0.0, "skip updating on a group whose answer entropy (nats) is higher; 0 = off", ge=0)
     gate_require_parsed: bool = opt(True, "skip updating on a group in which no answer parsed")
     monitor: str = opt("off", "collapse monitor action: off, warn, stop, rollback (to the last good adapter)",
                        ["off", "warn", "stop", "rollback"])
-    monitor_warmup: int = opt(3, "steps averaged as the baseline of the collapse indicators")
-    entropy_floor: float = opt(0.05, "collapse when answer entropy falls below this while KL keeps rising (URLVR)")
+    monitor_warmup: int = opt(3, "steps averaged as the baseline of the collapse indicators", ge=1)
+    entropy_floor: float = opt(0.05, "collapse when answer entropy falls below this while KL keeps rising (URLVR)", ge=0)
     length_drop: float = opt(0.5, "collapse when mean response length falls by more than this fraction of the "
-                             "baseline (SPINE: shrinking responses)")
+                             "baseline (SPINE: shrinking responses)", ge=0, le=1)
     prior_monitor: str = opt("warn", "answer-prior monitor action (one answer taking over ACROSS items, which the per-group "
                              "indicators cannot see): off, warn, stop, rollback", ["off", "warn", "stop", "rollback"])
-    prior_window: int = opt(32, "recent items per answer set whose majority answers the answer-prior monitor counts")
-    prior_min_items: int = opt(16, "items of an answer set needed in the window before the monitor gives a verdict")
+    prior_window: int = opt(32, "recent items per answer set whose majority answers the answer-prior monitor counts",
+                            ge=1)
+    prior_min_items: int = opt(16, "items of an answer set needed in the window before the monitor gives a verdict",
+                               ge=1)
     prior_max_share: float = opt(0.9, "answer-prior collapse when one answer is the majority answer of more than this "
                                  "share of the window's items (collapsed runs of issue 16: 0.94 to 1.0)")
     prior_margin: float = opt(0.25, "... and more than the base model's share of its own top answer plus this margin "
                               "(ARC-Easy base: 0.41, collapsed: 1.0)")
-    early_stop_patience: int = opt(0, "stop when the mean reward has not improved for this many steps; 0 = off")
-    early_stop_delta: float = opt(0.01, "improvement in mean reward that resets the patience counter")
-    max_steps: int = opt(0, "budget: update steps; 0 = unlimited")
-    max_tokens: int = opt(0, "budget: generated rollout tokens; 0 = unlimited")
-    max_seconds: float = opt(0.0, "budget: seconds of adaptation; 0 = unlimited")
+    early_stop_patience: int = opt(0, "stop when the mean reward has not improved for this many steps; 0 = off", ge=0)
+    early_stop_delta: float = opt(0.01, "improvement in mean reward that resets the patience counter", ge=0)
+    max_steps: int = opt(0, "budget: update steps; 0 = unlimited", ge=0)
+    max_tokens: int = opt(0, "budget: generated rollout tokens; 0 = unlimited", ge=0)
+    max_seconds: float = opt(0.0, "budget: seconds of adaptation; 0 = unlimited", ge=0)
 
 
 @dataclass
 class RunConfig:
-    seed: int = opt(0, "seed for data, sampling and rewards: same seed, same numbers")
+    seed: int = opt(0, "seed for data, sampling and rewards: same seed, same numbers (numpy: 0 to 2**32-1)",
+                    ge=0, le=2**32 - 1)
     out: str = opt("", "output folder; empty = runs/<date-time>")
-    checkpoint_every: int = opt(1, "save adapter + optimizer state every this many steps (atomic) for --resume")
+    checkpoint_every: int = opt(1, "save adapter + optimizer state every this many steps (atomic) for --resume", ge=1)
 
 
 @dataclass
@@ -209,25 +221,50 @@ def field_types(cls: type) -> dict[str, Any]:
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
-    if typ is bool and isinstance(value, str):
-        low = value.lower()
+    """The value as the field's type, or a ConfigError: never a silent change (2.7 does not become 2)."""
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where}: expected {expected}, got {value!r}")
+
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        low = str(value).lower() if isinstance(value, (str, int)) else None
         if low in {"true", "1", "yes", "on"}:
             return True
         if low in {"false", "0", "no", "off"}:
             return False
-        raise ConfigError(f"{where}: expected a boolean, got {value!r}")
-    if typ in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
+        raise bad("a boolean")
     if typ is dict:
         if isinstance(value, str):
-            value = yaml.safe_load(value) or {}
+            try:
+                value = yaml.safe_load(value) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{where}: not a valid YAML/JSON mapping ({getattr(e, 'problem', e)}): {value!r}") from None
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise bad("a mapping")
         return value
+    if typ in (int, float, str) and (isinstance(value, bool) or value is None or isinstance(value, (list, dict))):
+        raise bad(typ.__name__)
+    if typ is int:
+        if isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+            raise bad("int")
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise bad("int") from None
+    if typ is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad("float") from None
+    if typ is str:
+        return str(value)
     try:
         return typ(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}") from None
+        raise bad(getattr(typ, "__name__", str(typ))) from None
 
 
 def _flat_index() -> dict[str, tuple[str, str]]:
@@ -240,28 +277,32 @@ def _flat_index() -> dict[str, tuple[str, str]]:
     return index
 
 
-def apply_overrides(cfg: Config, values: dict[str, Any], source: str) -> Config:
-    """Apply {section: {field: v}} or flat {field: v} mappings; unknown keys are errors naming the key."""
+def apply_overrides(cfg: Config, values: dict[str, Any], source: str, validate: bool = True) -> Config:
+    """Apply {section: {field: v}} or flat {field: v} mappings; unknown keys are errors naming the key.
+    validate=False when more values follow (YAML, then flags): the merged result is checked once."""
     index = _flat_index()
     secs = sections()
     for key, value in values.items():
         if key in secs and isinstance(value, dict):  # nested section (`reward` is also a flat field)
             for k, v in value.items():
-                _set(cfg, key, k, v, f"{source}: {key}.{k}")
+                set_option(cfg, key, k, v, f"{source}: {key}.{k}")
         elif key in index:
-            _set(cfg, *index[key], value, f"{source}: {key}")
+            set_option(cfg, *index[key], value, f"{source}: {key}")
         else:
             raise ConfigError(f"{source}: unknown option {key!r}")
-    _validate(cfg)
+    if validate:
+        validate_config(cfg)
     return cfg
 
 
-def _set(cfg: Config, sec: str, name: str, value: Any, where: str) -> None:
+def set_option(cfg: Config, sec: str, name: str, value: Any, where: str) -> None:
+    """Set one field, type-checked; `where` (file and key, or flag) names it in later range errors."""
     obj = getattr(cfg, sec)
     types = field_types(type(obj))
     if name not in types:
         raise ConfigError(f"{where}: unknown option {name!r} in section {sec!r}")
     setattr(obj, name, _checked(type(obj), name, _coerce(value, types[name], where), where))
+    cfg.__dict__.setdefault("_where", {})[(sec, name)] = where  # not a dataclass field: never saved
 
 
 def checked_value(cls: type, name: str, value: Any, typ: Any, where: str) -> Any:
@@ -276,14 +317,27 @@ def _checked(cls: type, name: str, value: Any, where: str) -> Any:
     return value
 
 
-def _validate(cfg: Config) -> None:
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def validate_config(cfg: Config) -> None:
+    """Check the merged configuration once: each field's bounds and finiteness, then cross-field rules."""
+    where = cfg.__dict__.get("_where", {})
+    for sec, cls in sections().items():
+        obj = getattr(cfg, sec)
+        for f in dataclasses.fields(cls):
+            value = getattr(obj, f.name)
+            name = where.get((sec, f.name), f"{sec}.{f.name}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+            for kind, bound in f.metadata.get("bounds", {}).items():
+                op, ok = _BOUNDS[kind]
+                if not ok(value, bound):
+                    raise ConfigError(f"{name}: must be {op} {bound}, got {value!r}")
     s = cfg.sampling
-    if s.n_votes < 1 or not 1 <= s.n_train <= s.n_votes:
+    if s.n_train > s.n_votes:
         raise ConfigError(f"sampling: need 1 <= n_train <= n_votes, got n_train={s.n_train}, n_votes={s.n_votes}")
-    if s.temperature <= 0:
-        raise ConfigError("sampling.temperature must be > 0 for rollouts (evaluation is greedy)")
-    if cfg.grpo.prompts_per_step < 1 or cfg.grpo.micro_batch < 1 or cfg.protocol.epochs < 0:
-        raise ConfigError("grpo.prompts_per_step and grpo.micro_batch must be >= 1, protocol.epochs >= 0")
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -292,6 +346,12 @@ def load_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a YAML config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark else ""

@@ -97,14 +97,28 @@ def parse_record(obj: Any, source: str, line: int, base_dir: Path | None = None)
 def iter_jsonl(path: str | Path, stream=None):
     """Yield (line number, Item or DataError) per non-blank line, reading as lines arrive (a file, or
     `stream` such as stdin for path "-"), so an online run answers items while later ones are still
-    being written and one bad line costs only that line."""
+    being written and one bad line costs only that line. Lines are read as bytes and decoded one by
+    one, so a byte that is not UTF-8 is that line's error, not the end of the stream."""
     import sys
 
     source = "<stdin>" if str(path) == "-" else str(path)
     base_dir = None if source == "<stdin>" else Path(path).parent
-    f = stream or (sys.stdin if source == "<stdin>" else open(path, encoding="utf-8"))
+    if stream is not None:
+        f = stream
+    elif source == "<stdin>":
+        if sys.stdin is None or sys.stdin.closed:
+            raise DataError(source, None, None, "standard input is closed (nothing to read)")
+        f = getattr(sys.stdin, "buffer", sys.stdin)
+    else:
+        f = _open(Path(path))
     try:
         for n, raw in enumerate(f, start=1):
+            if isinstance(raw, bytes):
+                try:
+                    raw = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield n, DataError(source, n, None, f"not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})")
+                    continue
             if not raw.strip():
                 continue
             try:
@@ -117,8 +131,20 @@ def iter_jsonl(path: str | Path, stream=None):
             except DataError as e:
                 yield n, e
     finally:
-        if f is not sys.stdin and stream is None:
+        if stream is None and source != "<stdin>":
             f.close()
+
+
+def _open(path: Path):
+    """The file as a binary stream, or a DataError naming what is wrong with the path."""
+    if path.is_dir():
+        raise DataError(str(path), None, None, "is a folder, not a JSONL file")
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(str(path), None, None, "no such file") from None
+    except OSError as e:
+        raise DataError(str(path), None, None, f"cannot read ({e.strerror})") from None
 
 
 def read_jsonl(path: str | Path) -> list[Item]:
@@ -126,7 +152,7 @@ def read_jsonl(path: str | Path) -> list[Item]:
     path = Path(path)
     if not path.exists():
         raise DataError(str(path), None, None, "no such file")
-    items, seen = [], {}
+    items, seen = [], {}  # a folder or an unreadable file: iter_jsonl raises naming it
     for n, entry in iter_jsonl(path):
         if isinstance(entry, DataError):
             raise entry

@@ -5,7 +5,7 @@ import logging
 import random
 import warnings
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +14,7 @@ import torch
 
 from .backends import Backend, all_backends, backend_name
 from .config import Config, ConfigError
-from .data import DataError, Dataset, Item, iter_jsonl
+from .data import DataError, Dataset, Item, Query, iter_jsonl
 from .engines import all_engines
 from .evaluate import make_scorer
 from .extractors import EXTRACTORS, Extractor, get_extractor
@@ -67,8 +67,9 @@ class Session:
     resume: bool = False
     initial_weights: dict | None = None  # the base adapter, for episodic resets
     adapt_score: Callable | None = None  # scorer of the adaptation items' source (label metrics only)
-    stream: Callable | None = None  # online/episodic over a JSONL file or stdin: yields Item | DataError
+    stream: Callable | None = None  # online/episodic over a JSONL file or stdin: yields (line, Item | DataError)
     known: dict = field(default_factory=dict)  # id -> Item seen so far, for label metrics
+    context: int | None = None  # the model's context in tokens (None: unknown, not checked)
 
     def __post_init__(self):
         self.known.update({it.query.id: it for it in self.adapt_items})
@@ -91,6 +92,12 @@ class Session:
             return {}
         return {"label_accuracy": float(np.mean(label_ok)), "reward_accuracy": float(np.mean(reward_ok))}
 
+    def too_long(self, item: Item) -> str | None:
+        """Why this item's prompt cannot be answered within the model's context, or None."""
+        if self.context is None:
+            return None
+        return too_long(item, self.policy.prompt_length(item.query, self.instruction), self.context, _budget(self.cfg))
+
 
 def check_names(cfg: Config) -> None:
     """Names the registries must know (reward, reward params, answer type, backend, engine), checked before
@@ -107,17 +114,18 @@ def check_names(cfg: Config) -> None:
 
 
 def _stream_head(spec: str):
-    """(items seen ahead, a function giving the whole stream) for an online run over a JSONL file or stdin. A file
+    """(items seen ahead, a function giving the whole stream of (line, Item | DataError)) for an online run over a
+    JSONL file or stdin. A file
     is peeked at (200 lines) and read again; stdin is peeked at its first line only (it is live), which is then
     replayed, so a file and the same lines on stdin resolve the same answer type."""
     if spec != "-":
-        if not Path(spec).exists():
-            raise DataError(spec, None, None, "no such file")
+        if not Path(spec).is_file():
+            raise DataError(spec, None, None, "is a folder, not a JSONL file" if Path(spec).is_dir() else "no such file")
         head = [e for _, e in islice(iter_jsonl(spec), 200) if isinstance(e, Item)]
-        return head, lambda: (entry for _, entry in iter_jsonl(spec))
+        return head, lambda: iter_jsonl(spec)
     lines = iter_jsonl(spec)
     first = list(islice(lines, 1))
-    return [e for _, e in first if isinstance(e, Item)], lambda: (entry for _, entry in (*first, *lines))
+    return [e for _, e in first if isinstance(e, Item)], lambda: chain(first, lines)
 
 
 def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
@@ -130,7 +138,7 @@ def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
     stream = None
     spec = cfg.data.data
     if cfg.protocol.protocol in ("online", "episodic") and (spec == "-" or Path(spec).suffix == ".jsonl"):
-        head, stream = _stream_head(spec)  # read line by line while the run goes
+        head, stream = _stream_head(spec)  # read line by line while the run goes: (line, Item | DataError)
         dataset = Dataset(Path(spec).stem, head)
     else:
         dataset = load_dataset(spec, cfg.data.source_args(), cfg.data.task_size, cfg.data.data_seed)
@@ -150,14 +158,80 @@ def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
         raise DataError(spec, None, ", ".join(sorted(modalities - policy.modalities)),
                         f"items carry {sorted(modalities)} but {cfg.model.model!r} ({policy.backend_name} backend) reads "
                         f"{sorted(policy.modalities) or 'text only'}")
-    items = usable(items, policy, out, report=not resume)
-    pool = usable(pool, policy, out, report=not resume) if cfg.data.adapt_data else items
+    report = not resume and stream is None  # a stream's items are checked (and reported) as they arrive
+    items = usable(items, policy, out, report=report)
+    pool = usable(pool, policy, out, report=report) if cfg.data.adapt_data else items
+    context = context_limit(policy)
+    if context is not None:
+        lengths = {it.query: policy.prompt_length(it.query, instruction) for it in items + pool}
+        fit_budgets(cfg, list(lengths.values()), context)
+        if stream is None:
+            items = fitting(items, lengths, context, cfg, out, report)
+            pool = fitting(pool, lengths, context, cfg, out, report) if cfg.data.adapt_data else items
     k = cfg.data.adapt_size or len(pool)
     rng = np.random.default_rng(derive(cfg.run.seed, "adapt_items"))
     adapt_items = [pool[i] for i in sorted(rng.permutation(len(pool))[:k])]
     trainer = Trainer(policy, extractor, reward, cfg.sampling, cfg.grpo, instruction, cfg.run.seed, cfg.safeguards)
     return Session(cfg, dataset, items, adapt_items, extractor, answer_type, instruction, policy, reward, trainer,
-                   out, score, resume, trainer.snapshot(), adapt_score=adapt_score, stream=stream)
+                   out, score, resume, trainer.snapshot(), adapt_score=adapt_score, stream=stream, context=context)
+
+
+def context_limit(policy) -> int | None:
+    """The model's context in tokens: max_position_embeddings (of the text model), or the tokenizer's
+    model_max_length when that is a real value (tokenizers without one report 1e30)."""
+    mcfg = policy.model.config
+    text = mcfg.get_text_config() if hasattr(mcfg, "get_text_config") else mcfg
+    found = [getattr(text, "max_position_embeddings", None), getattr(policy.tokenizer, "model_max_length", None)]
+    found = [int(x) for x in found if isinstance(x, int) and 0 < x < 10**7]
+    return min(found) if found else None
+
+
+def _budget(cfg: Config) -> int:
+    return max(cfg.sampling.max_new_tokens, cfg.sampling.eval_max_new_tokens)
+
+
+def capped_budget(budget: int, lengths: list[int], context: int) -> int:
+    """New tokens to allow: the asked budget, unless even the shortest prompt leaves less room than that;
+    then the room the longest prompt of at most half the context leaves (longer prompts are skipped)."""
+    if min(lengths, default=0) + budget <= context:
+        return budget
+    longest = max((n for n in lengths if n <= context // 2), default=context // 2)
+    return max(1, context - longest)
+
+
+def fit_budgets(cfg: Config, lengths: list[int], context: int) -> None:
+    """Cap max_new_tokens and eval_max_new_tokens to what the model's context leaves, with a warning."""
+    s = cfg.sampling
+    for name in ("max_new_tokens", "eval_max_new_tokens"):
+        asked = getattr(s, name)
+        capped = capped_budget(asked, lengths, context)
+        if capped != asked:
+            warnings.warn(f"{name} {asked} does not fit the model's context of {context} tokens with these prompts; "
+                          f"capped to {capped}", stacklevel=2)
+            setattr(s, name, capped)
+
+
+def too_long(item: Item, n_prompt: int, context: int | None, budget: int) -> str | None:
+    if context is None or n_prompt + budget <= context:
+        return None
+    return (f"item {item.query.id!r}: prompt of {n_prompt} tokens + {budget} new tokens exceeds the model's context "
+            f"of {context} tokens (skipped)")
+
+
+def fitting(items: list[Item], lengths: dict[Query, int], context: int, cfg: Config, out: RunDir,
+            report: bool = True) -> list[Item]:
+    """Items whose prompt and answer fit the model's context; each other one is reported and left out
+    (a prompt far past the context would otherwise run the machine out of memory)."""
+    good = []
+    for it in items:
+        reason = too_long(it, lengths[it.query], context, _budget(cfg))
+        if reason is None:
+            good.append(it)
+            continue
+        log.error(reason)
+        if report:
+            out.append("events.jsonl", {"step": 0, "event": "bad_input", "reason": reason, "item": it.query.id})
+    return good
 
 
 def usable(items: list[Item], policy: Backend, out: RunDir, report: bool = True) -> list[Item]:

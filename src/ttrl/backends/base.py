@@ -28,6 +28,10 @@ class Backend(Protocol):
         """Raise DataError (naming the file) when the item's inputs cannot be read by this model."""
         ...
 
+    def prompt_length(self, query: Query, instruction: str) -> int:
+        """Tokens of the rendered prompt, checked against the model's context before anything runs."""
+        ...
+
     def generate(
         self, prompts: Sequence[Prompt], n: int, *, temperature: float | None, top_p: float,
         max_new_tokens: int, batch_size: int, seed: int, token_stats: bool = False,

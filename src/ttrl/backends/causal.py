@@ -115,6 +115,10 @@ class CausalBackend:
         texts = [self.cfg.system_prompt] if self.cfg.system_prompt else []
         return Prompt("\n\n".join(texts + [user_message(query, instruction)]) + "\n", tuple(query.images))
 
+    def prompt_length(self, query: Query, instruction: str) -> int:
+        """Tokens the rendered prompt takes (image tokens included), to check it against the context."""
+        return int(self.encode([self.render(query, instruction)])["input_ids"].shape[1])
+
     # -- sampling --------------------------------------------------------------------------
     @property
     def engine(self):

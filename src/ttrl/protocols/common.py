@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import Any, Sequence
 
 from ..data import Query
@@ -109,8 +110,16 @@ class Adaptation:
         out = self.sess.out
         out.rewrite("metrics.jsonl", [r for r in out.read("metrics.jsonl") if r["step"] <= steps])
         out.rewrite("events.jsonl", [r for r in out.read("events.jsonl") if r["step"] <= steps])
+        for r in out.repairs:  # torn rows the run folder dropped before resuming
+            self.event("repaired", r["reason"], file=r["file"], line=r["line"], bytes=r["bytes"])
         return state.progress
 
     def summary(self) -> dict[str, Any]:
-        return {"stopped": self.stopped, "tokens": self.tokens, "adapt_seconds": self.seconds,
+        """`updates`: steps that changed the weights (a step whose groups were all gated changes nothing);
+        `skipped`: the most frequent gate reason when no step did."""
+        out = self.sess.out
+        updates = sum(r.get("groups_trained", 0) > 0 for r in out.read("metrics.jsonl"))
+        gates = Counter(e["reason"] for e in out.read("events.jsonl") if e["event"] == "gate")
+        return {"stopped": self.stopped, "tokens": self.tokens, "adapt_seconds": self.seconds, "updates": updates,
+                "skipped": gates.most_common(1)[0][0] if gates and not updates else None,
                 **{f"events_{k}": v for k, v in self.counts.items()}}

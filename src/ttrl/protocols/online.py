@@ -21,11 +21,12 @@ log = logging.getLogger(__name__)
 
 
 def _stream(sess):
-    """The items in arrival order: the data set's items, or lines of a JSONL file / stdin as they come."""
+    """(line, item) in arrival order: the data set's items (line None), or lines of a JSONL file / stdin
+    as they come (an entry is a DataError for a bad line)."""
     if sess.stream is not None:
         yield from sess.stream()
     else:
-        yield from sess.eval_items
+        yield from ((None, it) for it in sess.eval_items)
 
 
 def _run(sess, episodic: bool) -> dict:
@@ -35,14 +36,25 @@ def _run(sess, episodic: bool) -> dict:
     adaptation = Adaptation(sess)
     progress = adaptation.resume({"items_done": 0})
     answered = {r["id"]: r for r in out.read("predictions.jsonl")}
+    if sess.resume:  # what was logged for items after the last checkpoint is redone
+        done = progress["items_done"]
+        out.rewrite("resets.jsonl", [r for r in out.read("resets.jsonl") if r["index"] < done])
+        out.rewrite("events.jsonl", [e for e in out.read("events.jsonl") if e.get("index", -1) < done])
     reset_seconds = [r["seconds"] for r in out.read("resets.jsonl")]
+    first = {}  # id -> index of the item that first had it
     greedy = dict(max_new_tokens=cfg.sampling.eval_max_new_tokens, batch_size=cfg.sampling.batch_size)
     bar = tqdm(desc="episodic" if episodic else "online", unit="item", initial=progress["items_done"])
     index = -1
-    for entry in _stream(sess):
+    source = "<stdin>" if cfg.data.data == "-" else cfg.data.data
+    for line, entry in _stream(sess):
         index += 1
+        if not isinstance(entry, DataError):
+            first.setdefault(entry.query.id, index)
         if index < progress["items_done"]:
             continue
+        if not isinstance(entry, DataError) and first[entry.query.id] != index:  # its answer would overwrite
+            entry = DataError(source, line, "id", f"duplicate id {entry.query.id!r} (first used by item "
+                              f"{first[entry.query.id]}; ids name answers)")
         if isinstance(entry, DataError):  # one bad line costs that line only
             log.error("%s (skipped)", entry)
             adaptation.event("bad_input", str(entry), index=index)
@@ -50,6 +62,11 @@ def _run(sess, episodic: bool) -> dict:
             continue
         item = entry
         if not usable([item], sess.policy, out):  # an unreadable image costs that item only
+            adaptation.checkpoint({"items_done": index + 1, "final": True})
+            continue
+        reason = sess.too_long(item)
+        if reason:  # a prompt past the model's context costs that item only
+            adaptation.event("bad_input", reason, index=index, item=item.query.id)
             adaptation.checkpoint({"items_done": index + 1, "final": True})
             continue
         sess.known[item.query.id] = item
