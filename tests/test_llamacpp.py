@@ -78,7 +78,7 @@ def test_f32_engine_is_the_policy_and_follows_each_update(adapted):
     group = policy.generate(ps[:1], 6, temperature=0.8, max_new_tokens=20, batch_size=8, seed=1, token_stats=True)[0]
     assert len({c.ids for c in group}) > 1
     with torch.no_grad():
-        logp, _ = policy.token_logprobs(group, temperature=1.0)
+        logp, _ = policy.token_logprobs(group, temperature=0.8)
     for b, c in enumerate(group):
         assert np.abs(logp[b, :len(c.ids)].numpy() - c.stats.logprobs).max() < 1e-4
 

@@ -52,7 +52,7 @@ def test_episodic_resets_to_the_base_adapter(tmp_path):
     assert [r["index"] for r in resets] == [0, 1, 2]
     s = json.loads((out / "summary.json").read_text())
     assert s["n_resets"] == 3 and s["reset_seconds_mean"] < 0.5  # a LoRA reset is a small copy
-    weights = torch.load(out / "checkpoint.pt", weights_only=False)["trainer"]["weights"]
+    weights = torch.load(out / "checkpoint.pt", weights_only=False).trainer.weights
     lora_b = [w for n, w in weights.items() if "lora_B" in n]
     assert lora_b and all((w == 0).all() for w in lora_b)  # back to the fresh adapter (B = 0)
 

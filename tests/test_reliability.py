@@ -17,7 +17,8 @@ import yaml
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = ["--task-size", "4", "--adapt-size", "2", "--epochs", "1", "--n-votes", "2", "--n-train", "2",
-        "--prompts-per-step", "2", "--max-new-tokens", "8", "--eval-max-new-tokens", "8", "--base-maj-votes", "0"]
+        "--prompts-per-step", "2", "--max-new-tokens", "8", "--eval-max-new-tokens", "8", "--base-maj-votes", "0",
+        "--answer-type", "number"]  # JSONL data without choices: the answer type is never read from labels
 QUESTIONS = [(3, 4), (12, 5), (6, 2), (20, 13)]
 
 
@@ -368,3 +369,30 @@ def test_ctrl_c_then_torn_tail_then_resume(tmp_path):
     assert [m["step"] for m in jsonl(out / "metrics.jsonl")] == list(range(1, 7))
     repaired = sorted(e["file"] for e in jsonl(out / "events.jsonl") if e["event"] == "repaired")
     assert repaired == ["metrics.jsonl", "predictions.jsonl"] and s["events_repaired"] == 2
+
+
+@pytest.mark.parametrize("choices", [None, ["red", "blue"]])
+def test_stdin_and_file_resolve_the_same_answer_type(tmp_path, monkeypatch, choices):
+    """Item 3: the same lines from a file or from stdin get the same answer type (labels never decide it)."""
+    import io
+
+    from ttrl.config import Config, ConfigError
+    from ttrl.data import Dataset
+    from ttrl.session import _stream_head, resolve_answer_type
+
+    lines = [json.dumps({"id": f"q{i}", "prompt": f"Calculate {a} + {b}.", "answer": a + b,
+                         **({"choices": choices} if choices else {})}) for i, (a, b) in enumerate(QUESTIONS)]
+    f = tmp_path / "d.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines) + "\n"))
+    kinds = []
+    for spec in (str(f), "-"):
+        head, stream = _stream_head(spec)
+        cfg = Config()
+        cfg.data.data = spec
+        try:
+            kinds.append(resolve_answer_type(cfg, Dataset("d", head)))
+        except ConfigError as e:
+            kinds.append(f"error: {'--answer-type' in str(e)}")
+        assert [e.query.id for _, e in stream()] == ["q0", "q1", "q2", "q3"]  # the peeked line is replayed
+    assert kinds[0] == kinds[1] == ("choice" if choices else "error: True")
