@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
             _add_option(grp, [_flag(f"{name}_{f.name}")], f"rewardparam.{name}.{f.name}", f, f"[{name}] ",
                         type=ptypes[f.name] if ptypes[f.name] in (int, float, str) else str)
     sub.add_parser("rewards", help="list every reward with its help text")
+    rep = sub.add_parser("report", help="write report.html for a run folder (also an unfinished or killed run)")
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.add_argument("--out", default=None, help="HTML file to write (default: RUN_DIR/report.html)")
+    cmp = sub.add_parser("compare", help="compare runs: a terminal table and compare.html with overlaid curves")
+    cmp.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    cmp.add_argument("--out", default="compare.html", help="HTML file to write (default: compare.html)")
     from .zoo_cli import add_zoo_parser
 
     add_zoo_parser(sub)
@@ -155,6 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.command == "rewards":
             return cmd_rewards()
+        if ns.command == "report":
+            from .report import write_report
+
+            print(write_report(ns.run_dir, ns.out))
+            return 0
+        if ns.command == "compare":
+            from .compare import compare
+
+            table, path = compare(ns.run_dirs, ns.out)
+            print(f"{table}\n\n{path}")
+            return 0
         if ns.command == "zoo":
             from .zoo_cli import cmd_zoo
 

@@ -154,6 +154,9 @@ class RunConfig:
     seed: int = opt(0, "seed for data, sampling and rewards: same seed, same numbers")
     out: str = opt("", "output folder; empty = runs/<date-time>")
     checkpoint_every: int = opt(1, "save adapter + optimizer state every this many steps (atomic) for --resume")
+    log: str = opt("none", "also log metrics.jsonl rows to an experiment tracker: tensorboard (event files in "
+                   "OUT/tensorboard; needs the tensorboard package) or wandb (needs wandb)", ["none", "tensorboard", "wandb"])
+    report: bool = opt(True, "write OUT/report.html (summary, curves, events, changed answers) when the run ends")
 
 
 @dataclass

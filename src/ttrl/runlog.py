@@ -27,6 +27,7 @@ class RunDir:
         if not resume:
             save_yaml(cfg, self.path / "config.yaml")
         self._files: dict[str, Any] = {}
+        self.logger = None  # an experiment tracker (ttrl.loggers) that also gets every row written
 
     def read(self, name: str) -> list[dict[str, Any]]:
         """Rows written so far; a torn last line (the process was killed mid-write) is dropped."""
@@ -69,13 +70,20 @@ class RunDir:
             f = self._files[name] = (self.path / name).open("a", encoding="utf-8")
         f.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
         f.flush()
+        if self.logger is not None:
+            self.logger.record(name, row)
 
     def write_json(self, name: str, obj: dict[str, Any]) -> None:
         tmp = self.path / (name + ".tmp")
         tmp.write_text(json.dumps({k: _clean(v) for k, v in obj.items()}, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, self.path / name)
+        if self.logger is not None:
+            self.logger.record(name, obj)
 
     def close(self) -> None:
         for f in self._files.values():
             f.close()
         self._files.clear()
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
