@@ -8,6 +8,10 @@ import base64
 import io
 from collections.abc import Iterable, Sequence
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
 # (panel title, metrics.jsonl keys drawn in it); panels without data are left out
 PANELS: list[tuple[str, list[str]]] = [
     ("mean reward", ["reward_mean"]),
@@ -27,8 +31,6 @@ EVENT_COLORS = {**LINE_EVENTS, "gate": "#7f7f7f", "bad_input": "#e377c2", "reset
 
 
 def png_base64(fig) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -50,8 +52,6 @@ def run_curves(metrics: Sequence[dict], events: Sequence[dict], extra: Iterable[
     """One run: a grid of metric panels over steps and, under each column, an event strip on the same step
     axis. `extra`: (title, steps, values) panels computed elsewhere (e.g. online accuracy so far).
     Returns (figure, panel titles drawn) or (None, []) when there is nothing to draw."""
-    from matplotlib.figure import Figure
-
     panels = [(t, [(k, *_series(metrics, k)) for k in keys]) for t, keys in PANELS]
     panels = [(t, [s for s in ss if s[1]]) for t, ss in panels]
     panels = [(t, ss) for t, ss in panels if ss] + [(t, [(t, x, y)]) for t, x, y in extra if x]
@@ -59,17 +59,21 @@ def run_curves(metrics: Sequence[dict], events: Sequence[dict], extra: Iterable[
         return None, []
     ncol = 2 if len(panels) > 1 else 1
     nrow = -(-len(panels) // ncol)
-    fig = Figure(figsize=(11, 2.2 * nrow + 1.2), layout="constrained")
     kinds = sorted({e.get("event", "?") for e in events}, key=lambda k: (k not in LINE_EVENTS, k))
-    grid = fig.add_gridspec(nrow + 1, ncol, height_ratios=[1] * nrow + [0.25 + 0.12 * max(len(kinds), 1)])
-    strips = [fig.add_subplot(grid[nrow, c]) for c in range(ncol)]
+    strip_h = 0.25 + 0.12 * len(kinds) if kinds else 0
+    fig = Figure(figsize=(11, 2.2 * nrow + 2.2 * strip_h + 0.3), layout="constrained")
+    grid = fig.add_gridspec(nrow + bool(kinds), ncol, height_ratios=[1] * nrow + ([strip_h] if kinds else []))
+    strips = [fig.add_subplot(grid[nrow, c]) for c in range(ncol)] if kinds else []
     for c, strip in enumerate(strips):
         _event_strip(strip, events, kinds, labels=c == 0)
         if c:
             strip.sharex(strips[0])
     axes = []
     for i, (title, series) in enumerate(panels):
-        ax = fig.add_subplot(grid[i // ncol, i % ncol], sharex=strips[0])
+        ax = fig.add_subplot(grid[i // ncol, i % ncol], sharex=strips[0] if strips else (axes[0] if axes else None))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not strips and i >= len(panels) - ncol:
+            ax.set_xlabel("update step", fontsize=9)
         for key, x, y in series:
             ax.plot(x, y, marker="o" if len(x) <= 60 else None, markersize=3, linewidth=1.2,
                     label=key if len(series) > 1 else None)
@@ -93,13 +97,12 @@ def _event_strip(ax, events: Sequence[dict], kinds: list[str], labels: bool) -> 
     ax.set_yticks(range(len(kinds)), names if labels else [""] * len(kinds))
     ax.set_ylim(-0.7, max(len(kinds), 1) - 0.3)
     ax.set_xlabel("update step", fontsize=9)
-    _style(ax, ("events" if kinds else "events (none)") if labels else "")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _style(ax, "events" if labels else "")
 
 
 def compare_curves(runs: Sequence[tuple[str, Sequence[dict]]]):
     """Several runs: one panel per metric, one line per run. Returns (figure, titles) or (None, [])."""
-    from matplotlib.figure import Figure
-
     panels = []
     for title, keys in PANELS:
         for key in keys:
@@ -113,6 +116,7 @@ def compare_curves(runs: Sequence[tuple[str, Sequence[dict]]]):
     fig = Figure(figsize=(11, 2.5 * nrow + 0.5), layout="constrained")
     for i, (title, lines) in enumerate(panels):
         ax = fig.add_subplot(nrow, ncol, i + 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for name, x, y in lines:
             ax.plot(x, y, marker="o" if len(x) <= 40 else None, markersize=3, linewidth=1.2, label=name)
         _style(ax, title)

@@ -258,7 +258,7 @@ table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border:1px soli
 th{background:#f3f3f3}.warn{background:#fff4e5;border:1px solid #f0c36d;padding:6px 10px;border-radius:4px;font-size:13px}
 pre{background:#f6f8fa;padding:8px;font-size:12px;overflow-x:auto;white-space:pre-wrap;max-height:520px}
 img{max-width:100%}details{margin:3px 0}summary{cursor:pointer}.ok{color:#1a7f37}.bad{color:#c62828}
-code{font-size:12px}
+code{font-size:12px}table.resp{width:100%;table-layout:fixed}
 """
 
 
@@ -306,7 +306,7 @@ def _item_html(r: dict, base_resp: str | None, open_: bool = False) -> str:
     label = "" if r.get("label") is None else f" &middot; label <code>{_esc(r['label'])}</code>"
     head = (f"<code>{_esc(r.get('id'))}</code>: <code>{_esc(r.get('base_answer'))}</code> &rarr; "
             f"<code>{_esc(r.get('adapted_answer'))}</code>{label}")
-    return (f"<details{' open' if open_ else ''}><summary>{head}</summary><table><tr><th>base response</th><th>adapted response</th></tr>"
+    return (f"<details{' open' if open_ else ''}><summary>{head}</summary><table class='resp'><tr><th>base response</th><th>adapted response</th></tr>"
             f"<tr><td><pre>{_esc(base_resp if base_resp is not None else '(not recorded)')}</pre></td>"
             f"<td><pre>{_esc(r.get('response', ''))}</pre></td></tr></table></details>")
 
