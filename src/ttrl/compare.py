@@ -8,7 +8,7 @@ from pathlib import Path
 from .report import CSS, RunFiles, _esc, _mean, _table, load_run
 
 # accuracies are fractions, shown as percentages
-COLUMNS = ["run", "status", "protocol", "reward", "seed", "steps", "base", "maj@N", "adapted", "delta", "online",
+COLUMNS = ["run", "status", "protocol", "reward", "seed", "steps", "items", "base", "maj@N", "adapted", "delta", "online",
            "seconds", "peak MB"]
 
 
@@ -19,7 +19,7 @@ def row(run: RunFiles) -> dict:
         adapted = _mean([r.get("adapted_correct") for r in run.predictions])
     return {"run": run.name, "status": "finished" if run.finished else "unfinished", "protocol": run.protocol,
             "reward": s.get("reward") or run.setting("reward", "reward"), "seed": s.get("seed", run.setting("run", "seed")),
-            "steps": run.steps, "base": base, "maj@N": s.get("base_maj_accuracy"), "adapted": adapted,
+            "steps": run.steps, "items": s.get("n_eval", s.get("n_items")), "base": base, "maj@N": s.get("base_maj_accuracy"), "adapted": adapted,
             "delta": None if base is None or adapted is None else adapted - base,
             "online": s.get("online_accuracy") if run.finished else (
                 _mean([r.get("correct") for r in run.predictions]) if run.online else None),
@@ -56,7 +56,7 @@ def render(runs: list[RunFiles]) -> str:
              "<div class='sub'>" + "<br>".join(_esc(r.path.resolve()) for r in runs) + "</div>",
              "<h2>Runs</h2>",
              _table(COLUMNS, [[_esc(_cell(c, r[c])) for c in COLUMNS] for r in rows], ' id="runs"'),
-             ("<p class='sub'>base: greedy accuracy of the base model; maj@N: its majority vote of N samples; delta: "
+             ("<p class='sub'>items: evaluated (transductive) or answered (online); base: greedy accuracy of the base model; maj@N: its majority vote of N samples; delta: "
               "adapted - base; online: accuracy of answers given as items arrived. Unfinished runs show the rows so "
               "far.</p>"), "<h2>Curves over update steps</h2>"]
     if fig is not None:

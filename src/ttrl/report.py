@@ -252,7 +252,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1150px;padding:18px;color:#222}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:26px 0 8px;border-bottom:1px solid #ddd;padding-bottom:3px}
 .sub{color:#666;font-size:13px}.cards{display:flex;flex-wrap:wrap;gap:10px;margin:10px 0}
-.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:150px;background:#fafafa}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:120px;background:#fafafa}
 .card .v{font-size:22px;font-weight:600}.card .l{font-size:12px;color:#555}.card .n{font-size:11px;color:#888}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.warn{background:#fff4e5;border:1px solid #f0c36d;padding:6px 10px;border-radius:4px;font-size:13px}
