@@ -259,6 +259,17 @@ def test_report_failure_is_only_a_warning(tmp_path, caplog):
     assert "report.html not written" in caplog.text
 
 
+@pytest.mark.parametrize("report", [True, False])
+def test_run_end_writes_the_report_unless_turned_off(tmp_path, capsys, report):
+    """The hook at the end of run(): here the run fails on a missing data file (before the model loads),
+    which still leaves a report of the folder; --report false leaves none."""
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(tmp_path / "missing.jsonl"), "--report", str(report).lower(),
+                 "--out", str(out)]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    assert (out / "report.html").exists() == report
+
+
 def test_tensorboard_event_file_has_the_metric_names(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
