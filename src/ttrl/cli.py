@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                         type=ptypes[f.name] if ptypes[f.name] in (int, float, str) else str)
     sub.add_parser("rewards", help="list every reward with its help text")
     sub.add_parser("backends", help="list the model backends and rollout engines (--backend, --decoder)")
+    rep = sub.add_parser("report", help="write report.html for a run folder (also an unfinished or killed run)")
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.add_argument("--out", default=None, help="HTML file to write (default: RUN_DIR/report.html)")
+    cmp = sub.add_parser("compare", help="compare runs: a terminal table and compare.html with overlaid curves")
+    cmp.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    cmp.add_argument("--out", default="compare.html", help="HTML file to write (default: compare.html)")
     from .zoo.cli import add_zoo_parser
 
     add_zoo_parser(sub)
@@ -199,6 +205,17 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_rewards()
         if ns.command == "backends":
             return cmd_backends()
+        if ns.command == "report":
+            from .report import write_report
+
+            print(write_report(ns.run_dir, ns.out))
+            return 0
+        if ns.command == "compare":
+            from .compare import compare
+
+            table, path = compare(ns.run_dirs, ns.out)
+            print(f"{table}\n\n{path}")
+            return 0
         if ns.command == "zoo":
             from .zoo.cli import cmd_zoo
 

@@ -191,6 +191,9 @@ class RunConfig:
                     ge=0, le=2**32 - 1)
     out: str = opt("", "output folder; empty = runs/<date-time>")
     checkpoint_every: int = opt(1, "save adapter + optimizer state every this many steps (atomic) for --resume", ge=1)
+    log: str = opt("none", "also log metrics.jsonl rows to an experiment tracker: tensorboard (event files in "
+                   "OUT/tensorboard; needs the tensorboard package) or wandb (needs wandb)", ["none", "tensorboard", "wandb"])
+    report: bool = opt(True, "write OUT/report.html (summary, curves, events, changed answers) when the run ends")
 
 
 @dataclass

@@ -6,6 +6,7 @@ import sys
 import time
 
 from .config import Config
+from .loggers import make_logger
 from .protocols import get_protocol
 from .runlog import RunDir
 from .session import build_session
@@ -18,6 +19,7 @@ def run(cfg: Config, resume: bool = False) -> dict:
     out = RunDir(cfg.run.out, cfg, resume=resume)
     sess = None
     try:
+        out.logger = make_logger(cfg, out.path)
         sess = build_session(cfg, out, resume)
         result = protocol(sess)
         summary = {**result, "reward": cfg.reward.reward, "answer_type": sess.answer_type, "model": cfg.model.model,
@@ -29,6 +31,10 @@ def run(cfg: Config, resume: bool = False) -> dict:
         out.close()
         if sess is not None and hasattr(sess.policy, "close"):
             sess.policy.close()
+        if cfg.run.report and not isinstance(sys.exc_info()[1], KeyboardInterrupt):  # a crashed run gets one too
+            from .report import report_quietly
+
+            report_quietly(out.path)
 
 
 def peak_rss_mb() -> float:

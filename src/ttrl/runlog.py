@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -24,13 +25,14 @@ log = logging.getLogger(__name__)
 
 MARKER = ".ttrl-run"  # written first into every run folder
 OUTPUTS = frozenset({"config.yaml", "summary.json", "checkpoint.pt", "metrics.jsonl", "predictions.jsonl",
-                     "events.jsonl", "base.jsonl", "base_votes.jsonl", "resets.jsonl"})
+                     "events.jsonl", "base.jsonl", "base_votes.jsonl", "resets.jsonl", "report.html"})
+OUTPUT_DIRS = frozenset({"tensorboard", "wandb"})  # written by --log (loggers.py)
 # what counts as work done; config.yaml and events.jsonl (bad-input reports at load) come before any
 RESULTS = OUTPUTS - {"config.yaml", "events.jsonl"}
 
 
 def _ours(name: str) -> bool:
-    return name in OUTPUTS or name == MARKER or (name.endswith(".tmp") and name[:-4] in OUTPUTS)
+    return name in OUTPUTS or name in OUTPUT_DIRS or name == MARKER or (name.endswith(".tmp") and name[:-4] in OUTPUTS)
 
 
 def folder_state(path: str | Path) -> str:
@@ -75,7 +77,7 @@ def prepare(path: str | Path, overwrite: bool = False) -> Path:
                           "--overwrite, or choose another --out")
     if state in ("run", "fresh"):
         for p in path.iterdir():  # _ours only, by folder_state
-            p.unlink()
+            shutil.rmtree(p) if p.name in OUTPUT_DIRS and p.is_dir() else p.unlink()
     try:
         path.mkdir(parents=True, exist_ok=True)
         (path / MARKER).write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
@@ -118,6 +120,7 @@ class RunDir:
         self.path = Path(path)
         self._files: dict[str, Any] = {}
         self.repairs: list[dict[str, Any]] = []  # torn rows dropped on resume, for events.jsonl
+        self.logger = None  # an experiment tracker (ttrl.loggers) that also gets every row written
         if resume:
             check_resumable(self.path)
             self._repair()
@@ -186,13 +189,20 @@ class RunDir:
             f = self._files[name] = (self.path / name).open("a", encoding="utf-8")
         f.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
         f.flush()
+        if self.logger is not None:
+            self.logger.record(name, row)
 
     def write_json(self, name: str, obj: dict[str, Any]) -> None:
         tmp = self.path / (name + ".tmp")
         tmp.write_text(json.dumps({k: _clean(v) for k, v in obj.items()}, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, self.path / name)
+        if self.logger is not None:
+            self.logger.record(name, obj)
 
     def close(self) -> None:
         for f in self._files.values():
             f.close()
         self._files.clear()
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
