@@ -396,3 +396,23 @@ def test_stdin_and_file_resolve_the_same_answer_type(tmp_path, monkeypatch, choi
             kinds.append(f"error: {'--answer-type' in str(e)}")
         assert [e.query.id for _, e in stream()] == ["q0", "q1", "q2", "q3"]  # the peeked line is replayed
     assert kinds[0] == kinds[1] == ("choice" if choices else "error: True")
+
+
+def test_overwrite_clears_a_run_with_a_report_and_tracker_folders(tmp_path):
+    """A run folder with report.html and a tensorboard/ folder is still a run folder (--overwrite replaces it,
+    and without results it is reused); a foreign folder inside is refused."""
+    from ttrl.runlog import MARKER, folder_state, prepare
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in (MARKER, "config.yaml", "events.jsonl", "report.html"):
+        (run / name).write_text("x")
+    (run / "tensorboard").mkdir()
+    (run / "tensorboard" / "events.out.tfevents.1").write_text("x")
+    assert folder_state(run) == "fresh"  # a failed run: reusable without --overwrite
+    (run / "summary.json").write_text("{}")
+    assert folder_state(run) == "run"
+    prepare(run, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == [MARKER]
+    (run / "mine").mkdir()
+    assert folder_state(run) == "foreign"

@@ -27,8 +27,9 @@ MARKER = ".ttrl-run"  # written first into every run folder
 OUTPUTS = frozenset({"config.yaml", "summary.json", "checkpoint.pt", "metrics.jsonl", "predictions.jsonl",
                      "events.jsonl", "base.jsonl", "base_votes.jsonl", "resets.jsonl", "report.html"})
 OUTPUT_DIRS = frozenset({"tensorboard", "wandb"})  # written by --log (loggers.py)
-# what counts as work done; config.yaml and events.jsonl (bad-input reports at load) come before any
-RESULTS = OUTPUTS - {"config.yaml", "events.jsonl"}
+# what counts as work done; config.yaml and events.jsonl (bad-input reports at load) come before any, and a
+# failed run still gets a report.html
+RESULTS = OUTPUTS - {"config.yaml", "events.jsonl", "report.html"}
 
 
 def _ours(name: str) -> bool:
@@ -47,7 +48,7 @@ def folder_state(path: str | Path) -> str:
     if not entries:
         return "empty"
     names = {p.name for p in entries}
-    if any(p.is_dir() or not _ours(p.name) for p in entries):
+    if any((p.is_dir() and p.name not in OUTPUT_DIRS) or not _ours(p.name) for p in entries):
         return "foreign"
     if MARKER not in names and not ("config.yaml" in names and len(names) > 1):
         return "foreign"  # no marker (folders of older versions): config.yaml plus outputs, nothing else
