@@ -19,7 +19,7 @@ ADAPTATION_CODE = ["trainer.py", "grpo.py", "prompting.py", "rollout.py", *[f"{d
 
 
 def test_query_and_group_have_no_label_field():
-    assert {f.name for f in dataclasses.fields(Query)} == {"id", "prompt", "choices", "images"}
+    assert {f.name for f in dataclasses.fields(Query)} == {"id", "prompt", "choices", "images", "audio"}
     assert {f.name for f in dataclasses.fields(Group)} == {"query", "responses", "answers", "classes", "token_stats"}
 
 

@@ -29,11 +29,12 @@ class Query:
     prompt: str
     choices: tuple[str, ...] | None = None
     images: tuple[str, ...] = ()
+    audio: tuple[str, ...] = ()  # wav/flac/ogg paths, for speech models
 
     @property
     def modalities(self) -> frozenset[str]:
         """What the item carries besides text; a backend must read each of them."""
-        return frozenset({"image"} if self.images else ())
+        return frozenset(m for m, paths in (("image", self.images), ("audio", self.audio)) if paths)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def _as_str_tuple(value: Any, source: str, line: int, name: str) -> tuple[str, .
 
 
 def parse_record(obj: Any, source: str, line: int, base_dir: Path | None = None) -> Item:
-    """One JSONL object -> Item, validating the contract: prompt|question, id, choices, image, answer."""
+    """One JSONL object -> Item, validating the contract: prompt|question, id, choices, image, audio, answer."""
     if not isinstance(obj, dict):
         raise DataError(source, line, None, f"expected a JSON object, got {type(obj).__name__}")
     key = "prompt" if "prompt" in obj else "question" if "question" in obj else None
@@ -85,13 +86,16 @@ def parse_record(obj: Any, source: str, line: int, base_dir: Path | None = None)
             raise DataError(source, line, "choices", f"needs 2 to 26 options, got {len(choices)}")
     images = obj.get("image", obj.get("images"))
     images = () if images is None else _as_str_tuple(images, source, line, "image")
-    if base_dir is not None:  # relative image paths are relative to the data file
+    audio = obj.get("audio")
+    audio = () if audio is None else _as_str_tuple(audio, source, line, "audio")
+    if base_dir is not None:  # relative image and audio paths are relative to the data file
         images = tuple(str(base_dir / p) if not Path(p).is_absolute() else p for p in images)
+        audio = tuple(str(base_dir / p) if not Path(p).is_absolute() else p for p in audio)
     if "answer" in obj and obj["answer"] is not None and not isinstance(obj["answer"], (str, int, float)):
         raise DataError(source, line, "answer", f"must be a string or a number, got {obj['answer']!r}")
     item_id = str(obj.get("id", line))
     answer = obj.get("answer")
-    return Item(Query(item_id, prompt, choices, images), None if answer is None else str(answer))
+    return Item(Query(item_id, prompt, choices, images, audio), None if answer is None else str(answer))
 
 
 def iter_jsonl(path: str | Path, stream=None):

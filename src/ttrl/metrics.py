@@ -1,7 +1,7 @@
 """Evaluation-only metrics, for data sets with labels. Pure functions; nothing here reaches a reward.
 
-pass@k is the unbiased estimator of Chen et al. (2021); BLEU comes from sacrebleu and ROUGE-L from
-rouge-score, so the numbers match what papers report rather than a hand-written variant.
+pass@k is the unbiased estimator of Chen et al. (2021); BLEU comes from sacrebleu, ROUGE-L from
+rouge-score and WER/CER from jiwer, so the numbers match what papers report rather than a hand-written variant.
 """
 from __future__ import annotations
 
@@ -64,6 +64,28 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str], use_stemmer: 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
     # rouge-score's argument order is (target, prediction)
     return sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)) / len(predictions)
+
+
+def wer(predictions: Sequence[str | None], references: Sequence[str]) -> float:
+    """Corpus word error rate (jiwer): (substitutions + deletions + insertions) / reference words over
+    all pairs, not a mean of per-utterance rates. None (no transcript) counts as all deletions.
+    Normalise both sides first (ttrl.extractors.transcript.normalize_transcript), as Whisper's WERs do."""
+    import jiwer
+
+    _check(predictions, references)
+    if not predictions:
+        raise ValueError("wer needs at least one pair")
+    return float(jiwer.wer(list(references), [p or "" for p in predictions]))
+
+
+def cer(predictions: Sequence[str | None], references: Sequence[str]) -> float:
+    """Corpus character error rate (jiwer), as `wer` over characters (spaces included)."""
+    import jiwer
+
+    _check(predictions, references)
+    if not predictions:
+        raise ValueError("cer needs at least one pair")
+    return float(jiwer.cer(list(references), [p or "" for p in predictions]))
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

@@ -1,2 +1,2 @@
 """Importing this module registers every built-in extractor."""
-from . import choice, label, math, number, text  # noqa: F401
+from . import choice, label, math, number, text, transcript  # noqa: F401

@@ -22,7 +22,7 @@ def register_source(prefix: str):
 
 
 def load_dataset(spec: str, task_args: dict[str, Any] | None = None, size: int = 200, seed: int = 0) -> Dataset:
-    from . import easy_vqa, olmo_eval, reasoning_gym  # noqa: F401  (register "easyvqa", "bench", "rg")
+    from . import easy_vqa, olmo_eval, reasoning_gym, speech  # noqa: F401  (register "easyvqa", "bench", "rg", "speech")
 
     prefix, sep, name = spec.partition(":")
     if sep and prefix in SOURCES:
