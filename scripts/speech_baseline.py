@@ -24,6 +24,7 @@ def main() -> None:
     ap.add_argument("--model", default="whisper-tiny-en", help="whisper-base, whisper-tiny-en or a Hugging Face folder")
     ap.add_argument("--mbr", type=int, default=0, help="also sample N transcripts and score the MBR pick (0: off)")
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-k", type=int, default=0, help="0: sample from the full softmax (no top-k cut)")
     ap.add_argument("--similarity", default="wer", help="MBR similarity: wer, cer or chrf")
     ap.add_argument("--shift", default="all")
     ap.add_argument("--seed", type=int, default=0)
@@ -48,7 +49,7 @@ def main() -> None:
     if model.generation_config.is_multilingual:
         gen.update(language="en", task="transcribe")
     data = load_dataset("speech:test", {"shift": args.shift}, size=0, seed=args.seed)
-    refs, greedy, picks, shifts = [], [], [], []
+    refs, greedy, picks, shifts, samples_n = [], [], [], [], []
     rows = []
     t0 = time.time()
     torch.manual_seed(args.seed)
@@ -58,7 +59,7 @@ def main() -> None:
             g = proc.batch_decode(model.generate(feats, **gen), skip_special_tokens=True)[0]
             row = {"id": it.query.id, "shift": it.meta["shift"], "greedy": g}
             if args.mbr:
-                out = model.generate(feats, do_sample=True, temperature=args.temperature, top_k=0,
+                out = model.generate(feats, do_sample=True, temperature=args.temperature, top_k=args.top_k,
                                      num_return_sequences=args.mbr, **gen)
                 samples = proc.batch_decode(out, skip_special_tokens=True)
                 answers = [normalize_transcript(s) or None for s in samples]
@@ -67,6 +68,7 @@ def main() -> None:
         refs.append(normalize_transcript(it.answer))
         greedy.append(normalize_transcript(row["greedy"]))
         picks.append(normalize_transcript(row.get("mbr", "")))
+        samples_n.append([normalize_transcript(s) for s in row.get("samples", [])])
         shifts.append(row["shift"])
         rows.append(row)
         print(f"[{n + 1}/{len(data.items)} {time.time() - t0:.0f}s] {it.query.id}: {row['greedy']}", file=sys.stderr)
@@ -74,7 +76,10 @@ def main() -> None:
     for k, s in enumerate(shifts):
         by[s].append(k)
     by["all"] = list(range(len(shifts)))
-    head = "| shift | n | greedy WER | greedy CER |" + (f" MBR-{args.mbr} WER (T={args.temperature}) |" if args.mbr else "")
+    head = "| shift | n | greedy WER | greedy CER |"
+    if args.mbr:
+        head += (f" MBR-{args.mbr} WER (T={args.temperature}, {args.similarity}) | mean sample WER |"
+                 f" oracle best-of-{args.mbr} WER | groups all identical |")
     print(f"model {args.model}, {len(refs)} utterances, {time.time() - t0:.0f} s")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
@@ -82,12 +87,17 @@ def main() -> None:
         line = (f"| {s} | {len(ks)} | {100 * wer([greedy[k] for k in ks], [refs[k] for k in ks]):.1f} "
                 f"| {100 * cer([greedy[k] for k in ks], [refs[k] for k in ks]):.1f} |")
         if args.mbr:
-            line += f" {100 * wer([picks[k] for k in ks], [refs[k] for k in ks]):.1f} |"
+            R = [refs[k] for k in ks]
+            mean = np.mean([wer([samples_n[k][j] for k in ks], R) for j in range(args.mbr)])
+            # the label-using upper bound of any selection among the samples (evaluation only)
+            oracle = [min(samples_n[k], key=lambda h, k=k: wer([h], [refs[k]])) for k in ks]
+            same = np.mean([len(set(samples_n[k])) == 1 for k in ks])
+            line += (f" {100 * wer([picks[k] for k in ks], R):.1f} | {100 * mean:.1f} | {100 * wer(oracle, R):.1f} "
+                     f"| {100 * same:.0f}% |")
         print(line)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+            f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 if __name__ == "__main__":

@@ -77,8 +77,10 @@ def test_incomplete_parts_are_an_error():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, prompt", [("whisper-tiny-en", [50257, 50362]), ("whisper-base", [50258, 50259, 50359, 50363])])
-def test_converted_model_transcribes_a_real_recording(name, prompt):
+# prompt ids (start, [<|en|>, transcribe,] no-timestamps) and end, as in the Hugging Face Whisper repos
+@pytest.mark.parametrize("name, prompt, eos", [("whisper-tiny-en", [50257, 50362], 50256),
+                                               ("whisper-base", [50258, 50259, 50359, 50363], 50257)])
+def test_converted_model_transcribes_a_real_recording(name, prompt, eos):
     import torch
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -97,6 +99,10 @@ def test_converted_model_transcribes_a_real_recording(name, prompt):
     kw = {"language": "en", "task": "transcribe"} if model.generation_config.is_multilingual else {}
     with torch.no_grad():
         ids = model.generate(feats, max_new_tokens=64, **kw)
-    assert ids[0, :len(prompt)].tolist() == prompt
+    g = model.generation_config
+    ids_cfg = [g.decoder_start_token_id, *([g.lang_to_id["<|en|>"], g.task_to_id["transcribe"]] if g.is_multilingual else []),
+               g.no_timestamps_token_id]
+    assert ids_cfg == prompt and g.eos_token_id == eos
+    assert proc.tokenizer.convert_ids_to_tokens(prompt)[-1] == "<|notimestamps|>"
     text = proc.batch_decode(ids, skip_special_tokens=True)[0]
     assert wer([normalize_transcript(text)], [TRANSCRIPT]) < 0.2, text
