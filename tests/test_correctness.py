@@ -116,6 +116,7 @@ def test_builtin_tasks_declare_their_answer_format():
     ds = load_dataset("rg:basic_arithmetic", cfg.data.task_args, 4, 0)
     assert ds.answer_type == "number"
     assert load_dataset("rg:word_sorting", {}, 2, 0).answer_type is None
+    assert load_dataset("speech:test", {}, 2, 0).answer_type == "transcript"
 
 
 @pytest.mark.slow

@@ -49,4 +49,4 @@ def load_speech(split: str, task_args: dict[str, Any], size: int, seed: int) -> 
     for it in items:
         m = meta[it.query.id]
         it.meta.update({k: m[k] for k in ("shift", "snr", "voice", "rate")})
-    return Dataset(f"speech:{split}:{shift}", items)
+    return Dataset(f"speech:{split}:{shift}", items, answer_type="transcript")  # reference transcripts, WER
