@@ -15,7 +15,6 @@ import importlib.util
 import json
 import re
 import struct
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
