@@ -75,7 +75,7 @@ def run_transductive(sess) -> dict:
     adaptation.checkpoint({"epoch": cfg.protocol.epochs, "pos": 0, "final": True})
 
     # 3. adapted model, greedy, written item by item
-    base = {r["id"]: r for r in out.read("base.jsonl")}
+    base = {r["id"]: r for r in base_rows}  # base.jsonl is complete once the base phase is done
     votes = {r["id"]: r for r in out.read("base_votes.jsonl")}
     done = {r["id"] for r in out.read("predictions.jsonl")}
     for g in answer(sess.policy, sess.extractor, queries, sess.instruction, seed=derive(cfg.run.seed, "greedy"),
