@@ -1,0 +1,181 @@
+"""Run the benchmark table of docs/results.md and write it. Every cell is an ordinary `ttrl run` (its exact
+command is printed in the doc); finished runs are reused, so the table grows across calls.
+
+    python scripts/results.py --plan                       # the runs, and which are done
+    python scripts/results.py --only arc_easy --jobs 2     # run what is missing (2 processes, 1 thread each)
+    python scripts/results.py --table                      # write docs/results.md from what exists
+
+Sized for 2 CPU cores: SmolLM2-135M, fixed 100-item samples (the sample is drawn with --data-seed 0, the same
+for every run seed), 32 adapted items x 3 epochs (the README's default run), base maj@8 in the majority rows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REWARDS = {  # row name -> reward flags; prior_vote is the answer-prior correction of issue 16
+    "majority": ["--reward", "majority"],
+    "ttrv": ["--reward", "ttrv"],
+    "prior_vote": ["--reward", "prior_vote"],
+    "random": ["--reward", "random"],
+}
+
+
+@dataclass
+class Task:
+    title: str
+    args: list[str]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    rewards: tuple[str, ...] = tuple(REWARDS)  # empty: base rows only
+    votes: int = 8
+
+
+TASKS = {
+    "arithmetic": Task("SmolLM2-135M, two-term addition (rg:basic_arithmetic, the default run)", []),
+    "arc_easy": Task("SmolLM2-135M, ARC-Easy (bench:arc_easy, 100 items)",
+                     ["--data", "bench:arc_easy", "--task-size", "100"], seeds=(0, 1)),
+    "gsm8k": Task("SmolLM2-135M, GSM8K (bench:gsm8k, 100 items, 256 tokens)",
+                  ["--data", "bench:gsm8k", "--task-size", "100", "--max-new-tokens", "256",
+                   "--eval-max-new-tokens", "256", "--epochs", "0"], seeds=(0,), rewards=()),
+    "arc_challenge": Task("SmolLM2-135M, ARC-Challenge (bench:arc_challenge, 100 items)",
+                          ["--data", "bench:arc_challenge", "--task-size", "100", "--epochs", "0"],
+                          seeds=(0,), rewards=()),
+    "math500": Task("SmolLM2-135M, MATH-500 (bench:math500, 100 items, 256 tokens)",
+                    ["--data", "bench:math500", "--task-size", "100", "--max-new-tokens", "256",
+                     "--eval-max-new-tokens", "256", "--epochs", "0"], seeds=(0,), rewards=()),
+}
+
+
+@dataclass
+class Run:
+    task: str
+    reward: str  # "base" for a base-only run
+    seed: int
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}/{self.reward}-s{self.seed}"
+
+
+def plan(only: list[str] | None) -> list[Run]:
+    """The runs of the given tasks, in the given order (all tasks when None), cheapest cells first."""
+    runs = []
+    for key in only or TASKS:
+        t = TASKS[key]
+        for seed in t.seeds:
+            if not t.rewards:
+                runs.append(Run(key, "base", seed, [*t.args, "--seed", str(seed), "--base-maj-votes", str(t.votes)]))
+            for r in t.rewards:
+                votes = t.votes if r == "majority" else 0  # base maj@N once per seed
+                runs.append(Run(key, r, seed, [*t.args, *REWARDS[r], "--seed", str(seed),
+                                               "--base-maj-votes", str(votes)]))
+    return runs
+
+
+def command(run: Run, root: Path) -> list[str]:
+    return ["ttrl", "run", *run.args, "--out", str(root / run.name)]
+
+
+def finished(run: Run, root: Path) -> dict | None:
+    p = root / run.name / "summary.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def execute(runs: list[Run], root: Path, jobs: int) -> None:
+    todo = [r for r in runs if finished(r, root) is None]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if jobs > 1 else dict(os.environ)
+    live: list[tuple[Run, subprocess.Popen]] = []
+    while todo or live:
+        while todo and len(live) < jobs:
+            r = todo.pop(0)
+            (root / r.name).parent.mkdir(parents=True, exist_ok=True)
+            started = (root / r.name / "config.yaml").exists()  # a killed run continues where it stopped
+            cmd = [sys.executable, "-m", "ttrl.cli", "run", "--resume", str(root / r.name)] if started else \
+                [sys.executable, "-m", "ttrl.cli", *command(r, root)[1:], "--overwrite"]
+            log = open(root / f"{r.name}.log", "a")
+            print("start", shlex.join(command(r, root)), flush=True)
+            live.append((r, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
+        time.sleep(5)
+        for r, p in [x for x in live if x[1].poll() is not None]:
+            live.remove((r, p))
+            print("done" if p.returncode == 0 else f"FAILED ({p.returncode})", r.name, flush=True)
+
+
+# -- the table -------------------------------------------------------------------------------------
+def _pct(xs: list[float]) -> str:
+    xs = [100 * x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return f"{xs[0]:.0f}"
+    return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}"
+
+
+def _prior_verdict(root: Path, run: Run) -> str:
+    p = root / run.name / "events.jsonl"
+    kinds = [json.loads(line).get("kind") for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+    return "collapse" if "answer_prior" in kinds else "ok"
+
+
+def table(root: Path) -> str:
+    lines = ["| task | row | seeds | accuracy % (mean ± sd) | per seed | top-answer share % | answer-prior monitor |",
+             "|---|---|---|---|---|---|---|"]
+    commands = []
+    for key, t in TASKS.items():
+        runs = plan([key])
+        done = [(r, s) for r in runs if (s := finished(r, root)) is not None]
+        if not done:
+            lines.append(f"| {key} | (not run yet) | | | | | |")
+            continue
+        firsts = {r.seed: s for r, s in done if r.reward in ("majority", "base")}
+        rows = [("base greedy", [s["base_accuracy"] for s in firsts.values()],
+                 [s.get("base_top_answer_share") for s in firsts.values()], None),
+                (f"base maj@{t.votes}", [s.get("base_maj_accuracy") for s in firsts.values()], [], None)]
+        for reward in t.rewards:
+            rs = [(r, s) for r, s in done if r.reward == reward]
+            if rs:
+                rows.append((f"adapted: {reward}", [s["adapted_accuracy"] for _, s in rs],
+                             [s.get("adapted_top_answer_share") for _, s in rs],
+                             ", ".join(_prior_verdict(root, r) for r, _ in rs)))
+        seeds = ",".join(str(r.seed) for r, _ in done if r.reward in ("majority", "base"))
+        for name, acc, share, verdict in rows:
+            per = " / ".join("-" if a is None else f"{100 * a:.0f}" for a in acc)
+            lines.append(f"| {key} | {name} | {seeds} | {_pct(acc)} | {per} | "
+                         f"{' / '.join(f'{100 * x:.0f}' for x in share if x is not None) or '-'} | {verdict or '-'} |")
+        commands += [shlex.join(command(r, Path("runs/results"))) for r, _ in done]
+    secs = sum(s.get("seconds", 0) for r in plan(None) if (s := finished(r, root)))
+    return "\n".join(lines), commands, secs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="runs/results", help="folder of the run folders")
+    ap.add_argument("--only", nargs="*", help=f"tasks to run: {', '.join(TASKS)}")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (each one thread when > 1)")
+    ap.add_argument("--plan", action="store_true", help="list the runs and stop")
+    ap.add_argument("--table", action="store_true", help="print the table of what exists and stop")
+    a = ap.parse_args()
+    root = Path(a.root)
+    runs = plan(a.only)
+    if a.plan:
+        for r in runs:
+            print("done " if finished(r, root) else "todo ", shlex.join(command(r, root)))
+        return
+    if not a.table:
+        execute(runs, root, a.jobs)
+    text, commands, secs = table(root)
+    print(text)
+    print(f"\n{len(commands)} runs, {secs / 3600:.1f} h of run time")
+
+
+if __name__ == "__main__":
+    main()
