@@ -200,3 +200,12 @@ def test_one_grpo_step_changes_the_adapter(janus_dir):
     # the update raised the log-prob of the best sample's tokens relative to the worst's
     gain = (after - old).sum(-1)
     assert gain[0] > gain[1]
+    # with a non-trivial adapter, sampling (from merged LoRA copies, token by token) still records what the
+    # update scores, and the adapter (shared by both modes) moved the introspector too, not its reference
+    fresh = b.generate_images(PROMPTS[1:], 2, seed=4)[0]
+    with torch.no_grad():
+        scored, _ = b.image_token_logprobs(fresh)
+    assert torch.allclose(scored, torch.tensor(np.stack([s.logprobs for s in fresh])), atol=1e-4)
+    im = b.decode(fresh[:1])[0]
+    q = ["Is there a blue circle?"]
+    assert b.yes_probability([im], q)[0] != pytest.approx(b.yes_probability([im], q, reference=True)[0], abs=1e-7)

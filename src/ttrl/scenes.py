@@ -23,7 +23,7 @@ from .data import DataError
 # Well-separated colours on white, so a blurred decoder output still maps to the right name.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
-    "yellow": (235, 200, 30), "purple": (140, 60, 180), "black": (20, 20, 20),
+    "yellow": (235, 200, 30), "purple": (160, 40, 180), "black": (20, 20, 20),
 }
 BACKGROUND = (255, 255, 255)
 SHAPES = ("circle", "square", "triangle")
@@ -192,8 +192,8 @@ def draw(spec: SceneSpec, seed: int, opts: DrawOptions = DrawOptions()):
 @dataclass(frozen=True)
 class CheckOptions:
     colour_tol: float = field(default=110.0, metadata={
-        "help": "max RGB distance from a palette colour for a pixel to count as that colour (half the smallest "
-                "palette gap is ~95; anti-aliased edges sit ~110 from their colour)"})
+        "help": "the nearest palette colour names a pixel; farther than this RGB distance from it, the pixel is "
+                "background (palette colours are >= 130 apart; a colour's midpoint with white sits 116-204 away)"})
     min_area: float = field(default=0.006, metadata={
         "help": "blobs smaller than this share of the image are noise (a shape of the smallest drawn size is ~0.04)"})
 
