@@ -70,7 +70,8 @@ def _as_str_tuple(value: Any, source: str, line: int, name: str) -> tuple[str, .
 
 
 def parse_record(obj: Any, source: str, line: int, base_dir: Path | None = None) -> Item:
-    """One JSONL object -> Item, validating the contract: prompt|question, id, choices, image, audio, answer."""
+    """One JSONL object -> Item, validating the contract: prompt|question, id, choices, image, audio, answer, and
+    spec (a scene for the text-to-image checker, kept beside the label in Item.meta)."""
     if not isinstance(obj, dict):
         raise DataError(source, line, None, f"expected a JSON object, got {type(obj).__name__}")
     key = "prompt" if "prompt" in obj else "question" if "question" in obj else None
@@ -95,7 +96,12 @@ def parse_record(obj: Any, source: str, line: int, base_dir: Path | None = None)
         raise DataError(source, line, "answer", f"must be a string or a number, got {obj['answer']!r}")
     item_id = str(obj.get("id", line))
     answer = obj.get("answer")
-    return Item(Query(item_id, prompt, choices, images, audio), None if answer is None else str(answer))
+    meta = {}
+    if obj.get("spec") is not None:  # a text-to-image prompt's structured scene, for the pixel checker only
+        from .scenes import SceneSpec
+
+        meta["spec"] = SceneSpec.from_dict(obj["spec"], source, line).to_dict()
+    return Item(Query(item_id, prompt, choices, images, audio), None if answer is None else str(answer), meta)
 
 
 def iter_jsonl(path: str | Path, stream=None):

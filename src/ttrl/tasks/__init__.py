@@ -22,7 +22,8 @@ def register_source(prefix: str):
 
 
 def load_dataset(spec: str, task_args: dict[str, Any] | None = None, size: int = 200, seed: int = 0) -> Dataset:
-    from . import easy_vqa, olmo_eval, reasoning_gym, speech  # noqa: F401  (register "easyvqa", "bench", "rg", "speech")
+    from . import easy_vqa, olmo_eval, reasoning_gym, scenes, speech  # noqa: F401  (register "easyvqa", "bench", "rg",
+    # "scenes", "speech")
 
     prefix, sep, name = spec.partition(":")
     if sep and prefix in SOURCES:
