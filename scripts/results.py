@@ -26,7 +26,10 @@ REWARDS = {  # row name -> reward flags; prior_vote is the answer-prior correcti
     "ttrv": ["--reward", "ttrv"],
     "prior_vote": ["--reward", "prior_vote"],
     "random": ["--reward", "random"],
+    # option-order voting (choice_orders.py): the vote counts options across 4 orders, not letters
+    "majority, 4 option orders": ["--reward", "majority", "--choice-orders", "4"],
 }
+MC = ("majority", "ttrv", "prior_vote", "majority, 4 option orders", "random")
 
 
 @dataclass
@@ -34,14 +37,14 @@ class Task:
     title: str
     args: list[str]
     seeds: tuple[int, ...] = (0, 1, 2)
-    rewards: tuple[str, ...] = tuple(REWARDS)  # empty: base rows only
+    rewards: tuple[str, ...] = ("majority", "ttrv", "prior_vote", "random")  # empty: base rows only
     votes: int = 8
 
 
 TASKS = {
     "arithmetic": Task("SmolLM2-135M, two-term addition (rg:basic_arithmetic, the default run)", []),
     "arc_easy": Task("SmolLM2-135M, ARC-Easy (bench:arc_easy, 100 items)",
-                     ["--data", "bench:arc_easy", "--task-size", "100"], seeds=(0, 1)),
+                     ["--data", "bench:arc_easy", "--task-size", "100"], seeds=(0, 1), rewards=MC),
     "gsm8k": Task("SmolLM2-135M, GSM8K (bench:gsm8k, 100 items, 256 tokens)",
                   ["--data", "bench:gsm8k", "--task-size", "100", "--max-new-tokens", "256",
                    "--eval-max-new-tokens", "256", "--epochs", "0"], seeds=(0,), rewards=()),
@@ -52,6 +55,14 @@ TASKS = {
                     ["--data", "bench:math500", "--task-size", "100", "--max-new-tokens", "256",
                      "--eval-max-new-tokens", "256", "--epochs", "0"], seeds=(0,), rewards=()),
 }
+# TTRV's transductive setting scaled to the CPU, as in docs/ttrv_ablation.md: 16 votes / 8 trained, T 1.0, KL 0.001,
+# 2 epochs over 20 unlabeled test items, LoRA lr 2e-5; evaluated greedily on a fixed 300-item sample
+VQA = ["--data", "easyvqa:test", "--task-size", "300", "--task-args", '{"question_type": "all", "sample_seed": 0}',
+       "--n-votes", "16", "--n-train", "8", "--temperature", "1.0", "--kl-coef", "0.001", "--max-new-tokens", "8",
+       "--eval-max-new-tokens", "8", "--prompts-per-step", "4", "--lr", "2e-5", "--adapt-size", "20", "--epochs", "2"]
+TASKS["easyvqa"] = Task("tiny-vlm (rebuilt, issue 16), easy-vqa test (300 items)", ["--model", "tiny-vlm", *VQA], votes=16)
+TASKS["easyvqa_v1"] = Task("tiny-vlm-v1 (the first tower), easy-vqa test (300 items)", ["--model", "tiny-vlm-v1", *VQA],
+                           votes=16)
 
 
 @dataclass
@@ -63,7 +74,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.task}/{self.reward}-s{self.seed}"
+        return f"{self.task}/{self.reward.replace(', ', '-').replace(' ', '_')}-s{self.seed}"
 
 
 def plan(only: list[str] | None) -> list[Run]:
@@ -121,9 +132,11 @@ def _pct(xs: list[float]) -> str:
 
 
 def _prior_verdict(root: Path, run: Run) -> str:
+    """The answer-prior monitor's verdict: 'collapse@S' (first step it fired) or 'ok'."""
     p = root / run.name / "events.jsonl"
-    kinds = [json.loads(line).get("kind") for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
-    return "collapse" if "answer_prior" in kinds else "ok"
+    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+    fired = [r["step"] for r in rows if r.get("event") == "answer_prior"]
+    return f"collapse@{fired[0]}" if fired else "ok"
 
 
 def table(root: Path) -> str:

@@ -114,6 +114,9 @@ class SamplingConfig:
     max_new_tokens: int = opt(48, "token budget per rollout (capped to what the model's context leaves)", ge=1)
     eval_max_new_tokens: int = opt(48, "token budget per greedy evaluation answer", ge=1)
     batch_size: int = opt(32, "sequences generated at once", ge=1)
+    choice_orders: int = opt(1, "multiple-choice items: rollouts see the options in this many orders (the original plus "
+                             "random permutations, n_votes split evenly) and vote on the option, not its letter, which "
+                             "removes the letter prior (permutation debiasing, Zheng et al. 2024); 1 = off", ge=1)
 
 
 @dataclass
@@ -339,6 +342,9 @@ def validate_config(cfg: Config) -> None:
                 if not ok(value, bound):
                     raise ConfigError(f"{name}: must be {op} {bound}, got {value!r}")
     s = cfg.sampling
+    if s.n_votes % s.choice_orders:
+        raise ConfigError(f"sampling: n_votes must split evenly over choice_orders, got n_votes={s.n_votes}, "
+                          f"choice_orders={s.choice_orders}")
     if s.n_train > s.n_votes:
         raise ConfigError(f"sampling: need 1 <= n_train <= n_votes, got n_train={s.n_train}, n_votes={s.n_votes}")
 

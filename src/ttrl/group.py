@@ -62,8 +62,10 @@ class Group:
 
     @classmethod
     def build(cls, query: Query, responses: Sequence[str], extractor: Extractor,
-              token_stats: Sequence[TokenStats] | None = None) -> Group:
-        answers = [extractor.extract(r, query.choices) for r in responses]
+              token_stats: Sequence[TokenStats] | None = None, answers: Sequence[str | None] | None = None) -> Group:
+        """`answers`: already extracted (option-order voting maps each sample's letter back to the original order)."""
+        if answers is None:
+            answers = [extractor.extract(r, query.choices) for r in responses]
         return cls(query, tuple(responses), tuple(answers), tuple(equivalence_classes(answers, extractor)),
                    None if token_stats is None else tuple(token_stats))
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .backends.base import Backend
+from .choice_orders import option_orders, reorder, to_original
 from .config import GRPOConfig, SafeguardConfig, SamplingConfig
 from .data import Query
 from .extractors import Extractor
@@ -68,19 +69,26 @@ class Trainer:
         t0 = time.perf_counter()
         s, g = self.sampling, self.grpo
 
-        # 1. sample N votes per query
-        prompts = [self.policy.render(q, self.instruction) for q in queries]
-        rollouts = self.policy.generate(prompts, s.n_votes, temperature=s.temperature, top_p=s.top_p,
-                                        max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
-                                        seed=derive(self.seed, "rollout", self.steps),
-                                        token_stats=self.want_token_stats)
+        # 1. sample N votes per query (n_votes / k in each of k option orders, see choice_orders.py)
+        k = s.choice_orders
+        order_rng = np.random.default_rng(derive(self.seed, "choice_orders", self.steps))
+        shown = [self._shown(q, k, order_rng) for q in queries]
+        prompts = [self.policy.render(vq, self.instruction) for views in shown for vq, _ in views]
+        parts = self.policy.generate(prompts, s.n_votes // k, temperature=s.temperature, top_p=s.top_p,
+                                     max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+                                     seed=derive(self.seed, "rollout", self.steps), token_stats=self.want_token_stats)
+        rollouts = [[c for part in parts[i * k:(i + 1) * k] for c in part] for i in range(len(queries))]
         t_sample = time.perf_counter()
 
         # 2. extract answers and their equivalence classes; 3. reward the whole group
         results, train_items, diag_rows, votes = [], [], [], []
-        for q, comps in zip(queries, rollouts):
+        for q, views, comps in zip(queries, shown, rollouts):
+            per = s.n_votes // k
+            answers = [to_original(self.extractor.extract(c.text, vq.choices), order) if order else
+                       self.extractor.extract(c.text, vq.choices)
+                       for j, c in enumerate(comps) for vq, order in [views[j // per]]]
             group = Group.build(q, [c.text for c in comps], self.extractor,
-                                [c.stats for c in comps] if comps[0].stats is not None else None)
+                                [c.stats for c in comps] if comps[0].stats is not None else None, answers)
             out = self.reward(group, self.ctx)
             diag_rows.append(out.diagnostics)
             vote = group.vote_stats()
@@ -126,6 +134,14 @@ class Trainer:
             reward_diagnostics=_mean_dicts(diag_rows),
         )
         return StepResult(stats, results)
+
+    @staticmethod
+    def _shown(query: Query, k: int, rng: np.random.Generator) -> list[tuple[Query, tuple[int, ...] | None]]:
+        """The k views of a query the rollouts see: option orders for a multiple-choice item, else itself k times."""
+        if k == 1 or not query.choices:
+            return [(query, None)] * k
+        orders = option_orders(len(query.choices), k, rng)
+        return [(reorder(query, o), o) for o in (orders[i % len(orders)] for i in range(k))]
 
     # -- state: checkpoints, rollback, episodic reset ------------------------------------------
     def snapshot(self) -> dict[str, torch.Tensor]:
