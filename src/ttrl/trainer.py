@@ -69,11 +69,7 @@ class Trainer:
         s, g = self.sampling, self.grpo
 
         # 1. sample N votes per query
-        prompts = [self.policy.render(q, self.instruction) for q in queries]
-        rollouts = self.policy.generate(prompts, s.n_votes, temperature=s.temperature, top_p=s.top_p,
-                                        max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
-                                        seed=derive(self.seed, "rollout", self.steps),
-                                        token_stats=self.want_token_stats)
+        rollouts = self._rollout(queries)
         t_sample = time.perf_counter()
 
         # 2. extract answers and their equivalence classes; 3. reward the whole group
@@ -127,6 +123,19 @@ class Trainer:
         )
         return StepResult(stats, results)
 
+    def _rollout(self, queries: Sequence[Query]) -> list[list[Completion]]:
+        """N completions per query; a completion's `text` is what the extractor and the reward read, its `ids` what
+        the update scores (image_trainer.py overrides this and `_logprobs` for image tokens)."""
+        s = self.sampling
+        prompts = [self.policy.render(q, self.instruction) for q in queries]
+        return self.policy.generate(prompts, s.n_votes, temperature=s.temperature, top_p=s.top_p,
+                                    max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+                                    seed=derive(self.seed, "rollout", self.steps), token_stats=self.want_token_stats)
+
+    def _logprobs(self, comps: list[Completion], reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logp [B, T], mask [B, T]) of the completions' tokens under the policy (or the reference)."""
+        return self.policy.token_logprobs(comps, temperature=self.sampling.temperature, reference=reference)
+
     # -- state: checkpoints, rollback, episodic reset ------------------------------------------
     def snapshot(self) -> dict[str, torch.Tensor]:
         """A copy of the trainable weights (the LoRA adapter: a few MB; no second model copy)."""
@@ -152,16 +161,16 @@ class Trainer:
         self.ctx.load_state_dict(state.reward_state)
 
     def _update(self, items: list[tuple[Completion, float]]) -> UpdateStats:
-        g, temp = self.grpo, self.sampling.temperature
+        g = self.grpo
         mb = g.micro_batch
         chunks = [items[i:i + mb] for i in range(0, len(items), mb)]
         total_tokens = float(sum(len(c.ids) for c, _ in items))
         refs = olds = None
         if g.kl_coef > 0:
-            refs = [self.policy.token_logprobs([c for c, _ in ch], temperature=temp, reference=True)[0] for ch in chunks]
+            refs = [self._logprobs([c for c, _ in ch], reference=True)[0] for ch in chunks]
         if g.ppo_epochs > 1:  # off-policy passes need the sampling policy's log-probs, frozen
             with torch.no_grad():
-                olds = [self.policy.token_logprobs([c for c, _ in ch], temperature=temp)[0].detach() for ch in chunks]
+                olds = [self._logprobs([c for c, _ in ch])[0].detach() for ch in chunks]
         sums = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
         off_policy = any(c.sampler_logprobs is not None for c, _ in items)
         if off_policy:
@@ -170,7 +179,7 @@ class Trainer:
         for _ in range(g.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             for k, ch in enumerate(chunks):
-                logp, mask = self.policy.token_logprobs([c for c, _ in ch], temperature=temp)
+                logp, mask = self._logprobs([c for c, _ in ch])
                 old = olds[k] if olds is not None else logp.detach()
                 adv = torch.tensor([a for _, a in ch], dtype=logp.dtype, device=logp.device)
                 ref = refs[k] if refs is not None else None
