@@ -46,6 +46,16 @@ YES_WORDS = ("Yes", " Yes", "yes", " yes")
 NO_WORDS = ("No", " No", "no", " no")
 
 
+def image_prompt_ids(processor, prompt: str) -> tuple[int, ...]:
+    """The generation prompt: the user turn through the chat template, then `<begin_of_image>`."""
+    text = prompt
+    if getattr(processor, "chat_template", None):
+        messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[text], generation_mode="image", return_tensors="pt")
+    return tuple(enc["input_ids"][0][enc["attention_mask"][0].bool()].tolist())
+
+
 def left_padded(prompt_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """ids [B, P] left-padded with pad_id, and the attention mask."""
     p = max(len(x) for x in prompt_ids)
@@ -111,13 +121,7 @@ class JanusBackend(VisionBackend):
 
     # -- generation mode -------------------------------------------------------------------------
     def image_prompt_ids(self, prompt: str) -> tuple[int, ...]:
-        """The generation prompt: the user turn through the chat template, then `<begin_of_image>`."""
-        text = prompt
-        if getattr(self.processor, "chat_template", None):
-            messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
-            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        enc = self.processor(text=[text], generation_mode="image", return_tensors="pt")
-        return tuple(enc["input_ids"][0][enc["attention_mask"][0].bool()].tolist())
+        return image_prompt_ids(self.processor, prompt)
 
     def _prompt_rows(self, prompt_ids: Sequence[tuple[int, ...]], guided: bool):
         """Left-padded prompt ids, mask [R, P], R = B (conditional) + B (unconditional) with guidance."""
