@@ -30,6 +30,20 @@ def test_toy_build_is_reproducible_and_runs_meta_ttrl(tmp_path):
     assert 0 <= ev["yes_no_accuracy"] <= 1 and 0 <= ev["vq_reconstruction_full"] <= 1 and ev["n_yes_no"] == 4
     assert 0 <= ev["generation"]["full"] <= 1 and card["training"]["stages"]["generation"]["lora_modules"] == 14
 
+    # the builder trains on the prompts exactly as the t2i backend renders them
+    from ttrl.backends.t2i import JanusBackend
+    from ttrl.backends.unified import ImageGenOptions
+    from ttrl.config import ModelConfig
+    from ttrl.data import Query
+    from ttrl.zoo.tiny_janus_train import YES_NO, yes_no_prompts
+
+    backend = JanusBackend(ModelConfig(model=str(folder), device="cpu", finetune="full"), need_reference=False)
+    q = "Is the circle red?"
+    assert YES_NO == ImageGenOptions().yes_no_instruction
+    assert backend.render(Query("yes-no/0", q, images=("image",)), YES_NO).text == \
+        yes_no_prompts(backend.processor, [q])[0]
+    assert backend.num_image_tokens == 16 and backend.image_size == 32
+
     out = tmp_path / "run"
     assert main(["run", "-m", str(folder), "--data", "scenes:test", "--task-size", "1", "--reward", "meta_ttrl",
                  "--n-votes", "2", "--n-train", "2", "--epochs", "1", "--adapt-size", "1", "--lora-r", "4",
