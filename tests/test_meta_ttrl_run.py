@@ -61,6 +61,9 @@ def test_cli_meta_ttrl_run(janus_dir, tmp_path):
     for key in ("base_accuracy", "adapted_accuracy", "base_colour", "adapted_shape", "adapted_binding"):
         assert 0 <= s[key] <= 1
     assert s["n_adapted_items"] == 2 and s["events_rubric_fallback"] == 2
+    # a finished run resumes to its own summary (the image report), writing nothing
+    assert main(["run", "--resume", str(out)]) == 0
+    assert len(_rows(out, "predictions.jsonl")) == 2
 
 
 def _scenes_file(path, specs):
