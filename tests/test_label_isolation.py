@@ -14,7 +14,7 @@ from ttrl.rewards import Group
 from ttrl.trainer import Trainer
 
 PKG = Path(ttrl.__file__).parent
-ADAPTATION_CODE = ["trainer.py", "grpo.py", "prompting.py", "rollout.py", *[f"{d}/{f.name}" for d in ("rewards", "policy", "extractors")
+ADAPTATION_CODE = ["trainer.py", "image_trainer.py", "rubric.py", "grpo.py", "prompting.py", "rollout.py", *[f"{d}/{f.name}" for d in ("rewards", "policy", "extractors")
                                                               for f in sorted((PKG / d).glob("*.py"))]]
 
 

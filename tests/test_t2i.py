@@ -21,9 +21,9 @@ CHAT_TEMPLATE = (  # Janus' "<|User|>: ... <|Assistant|>:" turns
     "{% endif %}{% endfor %}{% endif %}\n\n{% endfor %}{% if add_generation_prompt %}<|Assistant|>:{% endif %}")
 
 
-def build_tiny_janus(folder):
-    """A random Janus with SmolLM2's tokenizer: 2 Llama layers of width 32, a 1-layer vision encoder, a VQ model
-    with 64 codes on a 4x4 grid decoding to 32x32 pixels."""
+def build_tiny_janus(folder, seed: int = 0):
+    """A random Janus (weights from `seed`) with SmolLM2's tokenizer: 2 Llama layers of width 32, a 1-layer vision
+    encoder, a VQ model with 64 codes on a 4x4 grid decoding to 32x32 pixels."""
     from transformers import (
         AutoTokenizer,
         JanusConfig,
@@ -50,7 +50,7 @@ def build_tiny_janus(folder):
                           image_token_embed_dim=width, num_hidden_layers=1)
     config = JanusConfig(text_config=text, vision_config=vision, vq_config=vq,
                          image_token_id=tok.convert_tokens_to_ids("<image_placeholder>"))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = JanusForConditionalGeneration(config).eval()
     model.generation_config.bos_token_id = tok.bos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

@@ -163,6 +163,8 @@ def _report(cfg: Config, summary: dict) -> int:
             print(f"resets            {summary['n_resets']}, {1000 * summary['reset_seconds_mean']:.1f} ms each")
         print(f"outputs in {out}/  ({summary['seconds']:.0f} s, peak memory {summary['peak_rss_mb']:.0f} MB)")
         return 0
+    if "adapted_n_images" in summary:  # text-to-image: the pixel checker's GenEval-style shares
+        return _report_images(cfg, summary)
     print(f"\nbase accuracy     {_pct(summary['base_accuracy'])}   (greedy, {summary['n_eval']} items)")
     if summary.get("base_maj_accuracy") is not None:
         print(f"base maj@{cfg.protocol.base_maj_votes:<8d} {_pct(summary['base_maj_accuracy'])}   (ceiling for sharpening)")
@@ -174,6 +176,27 @@ def _report(cfg: Config, summary: dict) -> int:
             print(f"  {what + ':':24s} base {_pct(summary[f'{part}_base_accuracy'])} -> adapted "
                   f"{_pct(summary[f'{part}_adapted_accuracy'])}   ({summary[f'n_{part}']} items)")
     print(f"outputs in {out}/  ({summary['seconds']:.0f} s, peak memory {summary['peak_rss_mb']:.0f} MB)")
+    return 0
+
+
+def _report_images(cfg: Config, summary: dict) -> int:
+    from .scenes import CATEGORIES
+
+    print(f"\nimages fully matching their prompt (pixel checker, GenEval-style; {summary['n_eval']} prompts x "
+          f"{cfg.image.eval_images}):")
+    print(f"  base {_pct(summary['base_accuracy'])} -> adapted {_pct(summary['adapted_accuracy'])}   (after "
+          f"{_updates(summary)} on {summary['n_adapt']} prompts, reward {summary['reward']}, introspector "
+          f"{summary['introspector']})")
+    for cat in CATEGORIES:
+        if summary.get(f"adapted_{cat}") is not None:
+            print(f"  {cat:9s} base {_pct(summary.get(f'base_{cat}'))} -> adapted {_pct(summary[f'adapted_{cat}'])}")
+    for part, what in (("adapted_items", "prompts adapted on"), ("other_items", "prompts never adapted on")):
+        if summary.get(f"n_{part}"):
+            print(f"  {what + ':':25s} base {_pct(summary.get(f'{part}_base_accuracy'))} -> adapted "
+                  f"{_pct(summary[f'{part}_adapted_accuracy'])}   ({summary[f'n_{part}']} prompts)")
+    _skipped_note(summary)
+    print(f"images and grid.png in {cfg.run.out}/  ({summary['seconds']:.0f} s, peak memory "
+          f"{summary['peak_rss_mb']:.0f} MB)")
     return 0
 
 

@@ -189,6 +189,29 @@ class SafeguardConfig:
 
 
 @dataclass
+class ImageConfig:
+    """Text-to-image runs (unified models, backends/t2i.py; Meta-TTRL). n_votes images per prompt are the GRPO
+    group (Meta-TTRL's G), prompts_per_step the cohort batch."""
+
+    guidance_scale: float = opt(5.0, "classifier-free guidance w: image-token logits u + w (c - u) (Janus-Pro's "
+                                "generation_config and transformers' Janus generate: 5; Meta-TTRL samples Janus-Pro "
+                                "with its default); 1 = no guidance", ge=1)
+    image_temperature: float = opt(1.0, "image tokens drawn from softmax(guided logits / T), in rollouts and in the "
+                                   "update's scoring (Janus-Pro samples at T = 1)", gt=0)
+    image_batch_size: int = opt(8, "images sampled per forward batch (each row runs twice with guidance)", ge=1)
+    yes_no_instruction: str = opt("Answer with Yes or No.", "appended to each rubric question so the next token is "
+                                  "the answer (Meta-TTRL reads P(Yes) and P(No) there)")
+    introspector: str = opt("", "another model (a unified model folder, e.g. Janus-Pro-7B) writes the rubric and "
+                            "answers its questions instead of the policy (Meta-TTRL's external-introspector "
+                            "comparison); empty = the policy judges itself")
+    eval_images: int = opt(1, "images per evaluation prompt, checked by the pixel checker (GenEval draws 4)", ge=1)
+    eval_greedy: bool = opt(False, "evaluation images by the guided argmax instead of sampling with a fixed seed "
+                            "(the same seed before and after adaptation, so only the weights differ)")
+    keep_adapt_images: bool = opt(True, "keep the rollout images of every adaptation step in OUT/images/adapt "
+                                  "(the rubric judges them from files either way)")
+
+
+@dataclass
 class RunConfig:
     seed: int = opt(0, "seed for data, sampling and rewards: same seed, same numbers (numpy: 0 to 2**32-1)",
                     ge=0, le=2**32 - 1)
@@ -208,6 +231,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     safeguards: SafeguardConfig = field(default_factory=SafeguardConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:

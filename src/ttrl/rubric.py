@@ -150,7 +150,7 @@ def rule_rubric(prompt: str, max_questions: int = MAX_QUESTIONS) -> list[str]:
         questions.append(f"{verb} {subject} {relation} {_np(c2, col2, n2, 'the')}?")
     if not questions:
         questions = [f"Does the image show {text}?"]
-    return questions[:max_questions]
+    return list(dict.fromkeys(questions))[:max_questions]  # "a red square above a blue square" asks presence once
 
 
 def build_rubric(model_output: str | None, prompt: str, max_questions: int = MAX_QUESTIONS) -> tuple[list[str], str]:

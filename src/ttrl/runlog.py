@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 MARKER = ".ttrl-run"  # written first into every run folder
 OUTPUTS = frozenset({"config.yaml", "summary.json", "checkpoint.pt", "metrics.jsonl", "predictions.jsonl",
-                     "events.jsonl", "base.jsonl", "base_votes.jsonl", "resets.jsonl", "report.html"})
-OUTPUT_DIRS = frozenset({"tensorboard", "wandb"})  # written by --log (loggers.py)
+                     "events.jsonl", "base.jsonl", "base_votes.jsonl", "resets.jsonl", "report.html",
+                     "rubrics.jsonl", "grid.png"})  # the last two: text-to-image runs (protocols/images.py)
+OUTPUT_DIRS = frozenset({"tensorboard", "wandb", "images"})  # written by --log (loggers.py); images: text-to-image
 # what counts as work done; config.yaml and events.jsonl (bad-input reports at load) come before any, and a
 # failed run still gets a report.html
 RESULTS = OUTPUTS - {"config.yaml", "events.jsonl", "report.html"}

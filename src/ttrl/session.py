@@ -1,6 +1,7 @@
 """Everything a protocol needs, built from a Config: data, policy, extractor, reward, trainer, run folder."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import warnings
@@ -70,6 +71,7 @@ class Session:
     stream: Callable | None = None  # online/episodic over a JSONL file or stdin: yields (line, Item | DataError)
     known: dict = field(default_factory=dict)  # id -> Item seen so far, for label metrics
     context: int | None = None  # the model's context in tokens (None: unknown, not checked)
+    images: bool = False  # a text-to-image run (unified model): the protocol evaluates with the pixel checker
 
     def __post_init__(self):
         self.known.update({it.query.id: it for it in self.adapt_items})
@@ -142,9 +144,20 @@ def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
         dataset = Dataset(Path(spec).stem, head)
     else:
         dataset = load_dataset(spec, cfg.data.source_args(), cfg.data.task_size, cfg.data.data_seed)
-    answer_type = resolve_answer_type(cfg, dataset)
+    images = draws_images(cfg)
+    if images and cfg.protocol.protocol != "transductive":
+        raise ConfigError(f"protocol {cfg.protocol.protocol!r}: text-to-image runs adapt on a cohort of prompts "
+                          "(Meta-TTRL); use --protocol transductive")
+    if cfg.image.introspector and not images:
+        raise ConfigError(f"introspector {cfg.image.introspector!r}: only text-to-image runs (a unified model as "
+                          "--model) use an introspector")
+    if cfg.image.introspector and not hasattr(_backend_cls(cfg, cfg.image.introspector), "yes_probability"):
+        raise ConfigError(f"introspector {cfg.image.introspector!r}: its backend cannot answer yes/no questions about "
+                          "images; it must be a unified model (e.g. a Janus folder)")
+    # an image run's responses are PNG paths: the text extractor only names them (no vote is read from them)
+    answer_type = "text" if images else resolve_answer_type(cfg, dataset)
     extractor = get_extractor(answer_type, rel_tol=cfg.data.rel_tol, synonyms=cfg.data.synonyms)
-    instruction = cfg.model.instruction or extractor.instruction
+    instruction = cfg.model.instruction or ("" if images else extractor.instruction)
     items = dataset.items[: cfg.data.eval_size] if cfg.data.eval_size else list(dataset.items)
     score = adapt_score = make_scorer(dataset, extractor)
     pool = items
@@ -171,9 +184,18 @@ def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
     k = cfg.data.adapt_size or len(pool)
     rng = np.random.default_rng(derive(cfg.run.seed, "adapt_items"))
     adapt_items = [pool[i] for i in sorted(rng.permutation(len(pool))[:k])]
-    trainer = Trainer(policy, extractor, reward, cfg.sampling, cfg.grpo, instruction, cfg.run.seed, cfg.safeguards)
+    args = (policy, extractor, reward, cfg.sampling, cfg.grpo, instruction, cfg.run.seed, cfg.safeguards)
+    if images:
+        from .image_trainer import ImageTrainer
+
+        trainer = ImageTrainer(*args, image_dir=out.path / "images" / "adapt" if cfg.image.keep_adapt_images else None)
+        if cfg.image.introspector:
+            trainer.ctx.introspector = make_introspector(cfg)
+    else:
+        trainer = Trainer(*args)
     return Session(cfg, dataset, items, adapt_items, extractor, answer_type, instruction, policy, reward, trainer,
-                   out, score, resume, trainer.snapshot(), adapt_score=adapt_score, stream=stream, context=context)
+                   out, score, resume, trainer.snapshot(), adapt_score=adapt_score, stream=stream, context=context,
+                   images=images)
 
 
 def context_limit(policy) -> int | None:
@@ -251,7 +273,37 @@ def usable(items: list[Item], policy: Backend, out: RunDir, report: bool = True)
     return good
 
 
+def _backend_cls(cfg: Config, model: str):
+    return all_backends()[backend_name(cfg.model.backend if model == cfg.model.model else "auto",
+                                       resolve_model(model))].cls
+
+
+def draws_images(cfg: Config) -> bool:
+    """Whether the policy is a unified text-to-image model (backends/unified.py: it offers generate_images)."""
+    return hasattr(_backend_cls(cfg, cfg.model.model), "generate_images")
+
+
+def image_options(cfg: Config):
+    from .backends.unified import ImageGenOptions
+
+    c = cfg.image
+    return ImageGenOptions(guidance=c.guidance_scale, temperature=c.image_temperature, batch_size=c.image_batch_size,
+                           yes_no_instruction=c.yes_no_instruction)
+
+
 def make_policy(cfg: Config, need_reference: bool) -> Backend:
     """The configured backend, or (auto) the one the model's config names (backends/base.py: backend_name)."""
-    name = backend_name(cfg.model.backend, resolve_model(cfg.model.model))
-    return all_backends()[name].cls(cfg.model, need_reference=need_reference, seed=cfg.run.seed)
+    cls = _backend_cls(cfg, cfg.model.model)
+    extra = {"options": image_options(cfg)} if hasattr(cls, "generate_images") else {}
+    return cls(cfg.model, need_reference=need_reference, seed=cfg.run.seed, **extra)
+
+
+def make_introspector(cfg: Config):
+    """The external introspector (--introspector): a frozen unified model on the policy's device and dtype, its own
+    weights only (no adapter, no reference copy); it must answer yes/no questions about images."""
+    cls = _backend_cls(cfg, cfg.image.introspector)
+    mc = dataclasses.replace(cfg.model, model=cfg.image.introspector, backend="auto", finetune="full")
+    judge = cls(mc, need_reference=False, seed=derive(cfg.run.seed, "introspector"), options=image_options(cfg))
+    for p in judge.model.parameters():
+        p.requires_grad_(False)
+    return judge

@@ -26,6 +26,7 @@ from .safeguards import gate_reason
 from .seeds import derive
 from .stats import StepStats, TrainerState, UpdateStats
 
+View = tuple[Query, "tuple[int, ...] | None"]  # a query as shown to the model, and its options' order
 VOTE_FIELDS = [f.name for f in dataclasses.fields(VoteStats)]
 
 
@@ -69,24 +70,14 @@ class Trainer:
         t0 = time.perf_counter()
         s, g = self.sampling, self.grpo
 
-        # 1. sample N votes per query (n_votes / k in each of k option orders, see choice_orders.py)
-        k = s.choice_orders
-        order_rng = np.random.default_rng(derive(self.seed, "choice_orders", self.steps))
-        shown = [self._shown(q, k, order_rng) for q in queries]
-        prompts = [self.policy.render(vq, self.instruction) for views in shown for vq, _ in views]
-        parts = self.policy.generate(prompts, s.n_votes // k, temperature=s.temperature, top_p=s.top_p,
-                                     max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
-                                     seed=derive(self.seed, "rollout", self.steps), token_stats=self.want_token_stats)
-        rollouts = [[c for part in parts[i * k:(i + 1) * k] for c in part] for i in range(len(queries))]
+        # 1. sample N votes per query (multiple-choice items: n_votes / k in each of k option orders)
+        rollouts, views = self._rollout(queries)
         t_sample = time.perf_counter()
 
         # 2. extract answers and their equivalence classes; 3. reward the whole group
         results, train_items, diag_rows, votes = [], [], [], []
-        for q, views, comps in zip(queries, shown, rollouts):
-            per = s.n_votes // k
-            answers = [to_original(self.extractor.extract(c.text, vq.choices), order) if order else
-                       self.extractor.extract(c.text, vq.choices)
-                       for j, c in enumerate(comps) for vq, order in [views[j // per]]]
+        for q, vs, comps in zip(queries, views, rollouts):
+            answers = [self._answer(c.text, v) for c, v in zip(comps, vs)]
             group = Group.build(q, [c.text for c in comps], self.extractor,
                                 [c.stats for c in comps] if comps[0].stats is not None else None, answers)
             out = self.reward(group, self.ctx)
@@ -135,13 +126,38 @@ class Trainer:
         )
         return StepResult(stats, results)
 
+    def _rollout(self, queries: Sequence[Query]) -> tuple[list[list[Completion]], list[list[View]]]:
+        """N completions per query and the view of the query each was sampled from (its options' order, see
+        choice_orders.py). A completion's `text` is what the extractor and the reward read, its `ids` what the update
+        scores (image_trainer.py overrides this and `_logprobs` for image tokens)."""
+        s, k = self.sampling, self.sampling.choice_orders
+        order_rng = np.random.default_rng(derive(self.seed, "choice_orders", self.steps))
+        shown = [self._shown(q, k, order_rng) for q in queries]
+        prompts = [self.policy.render(vq, self.instruction) for views in shown for vq, _ in views]
+        parts = self.policy.generate(prompts, s.n_votes // k, temperature=s.temperature, top_p=s.top_p,
+                                     max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+                                     seed=derive(self.seed, "rollout", self.steps), token_stats=self.want_token_stats)
+        rollouts = [[c for part in parts[i * k:(i + 1) * k] for c in part] for i in range(len(queries))]
+        views = [[v for v, part in zip(vs, parts[i * k:(i + 1) * k]) for _ in part] for i, vs in enumerate(shown)]
+        return rollouts, views
+
     @staticmethod
-    def _shown(query: Query, k: int, rng: np.random.Generator) -> list[tuple[Query, tuple[int, ...] | None]]:
+    def _shown(query: Query, k: int, rng: np.random.Generator) -> list[View]:
         """The k views of a query the rollouts see: option orders for a multiple-choice item, else itself k times."""
         if k == 1 or not query.choices:
             return [(query, None)] * k
         orders = option_orders(len(query.choices), k, rng)
         return [(reorder(query, o), o) for o in (orders[i % len(orders)] for i in range(k))]
+
+    def _answer(self, text: str, view: View) -> str | None:
+        """The sample's answer in the original option order."""
+        shown, order = view
+        a = self.extractor.extract(text, shown.choices)
+        return a if order is None else to_original(a, order)
+
+    def _logprobs(self, comps: list[Completion], reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logp [B, T], mask [B, T]) of the completions' tokens under the policy (or the reference)."""
+        return self.policy.token_logprobs(comps, temperature=self.sampling.temperature, reference=reference)
 
     # -- state: checkpoints, rollback, episodic reset ------------------------------------------
     def snapshot(self) -> dict[str, torch.Tensor]:
@@ -168,16 +184,16 @@ class Trainer:
         self.ctx.load_state_dict(state.reward_state)
 
     def _update(self, items: list[tuple[Completion, float]]) -> UpdateStats:
-        g, temp = self.grpo, self.sampling.temperature
+        g = self.grpo
         mb = g.micro_batch
         chunks = [items[i:i + mb] for i in range(0, len(items), mb)]
         total_tokens = float(sum(len(c.ids) for c, _ in items))
         refs = olds = None
         if g.kl_coef > 0:
-            refs = [self.policy.token_logprobs([c for c, _ in ch], temperature=temp, reference=True)[0] for ch in chunks]
+            refs = [self._logprobs([c for c, _ in ch], reference=True)[0] for ch in chunks]
         if g.ppo_epochs > 1:  # off-policy passes need the sampling policy's log-probs, frozen
             with torch.no_grad():
-                olds = [self.policy.token_logprobs([c for c, _ in ch], temperature=temp)[0].detach() for ch in chunks]
+                olds = [self._logprobs([c for c, _ in ch])[0].detach() for ch in chunks]
         sums = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
         off_policy = any(c.sampler_logprobs is not None for c, _ in items)
         if off_policy:
@@ -186,7 +202,7 @@ class Trainer:
         for _ in range(g.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             for k, ch in enumerate(chunks):
-                logp, mask = self.policy.token_logprobs([c for c, _ in ch], temperature=temp)
+                logp, mask = self._logprobs([c for c, _ in ch])
                 old = olds[k] if olds is not None else logp.detach()
                 adv = torch.tensor([a for _, a in ch], dtype=logp.dtype, device=logp.device)
                 ref = refs[k] if refs is not None else None

@@ -46,6 +46,37 @@ YES_WORDS = ("Yes", " Yes", "yes", " yes")
 NO_WORDS = ("No", " No", "no", " no")
 
 
+def image_prompt_ids(processor, prompt: str) -> tuple[int, ...]:
+    """The generation prompt: the user turn through the chat template, then `<begin_of_image>`."""
+    text = prompt
+    if getattr(processor, "chat_template", None):
+        messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[text], generation_mode="image", return_tensors="pt")
+    return tuple(enc["input_ids"][0][enc["attention_mask"][0].bool()].tolist())
+
+
+def left_padded(prompt_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [B, P] left-padded with pad_id, and the attention mask."""
+    p = max(len(x) for x in prompt_ids)
+    ids = torch.full((len(prompt_ids), p), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, x in enumerate(prompt_ids):
+        ids[b, p - len(x):] = torch.tensor(list(x))
+        mask[b, p - len(x):] = 1
+    return ids, mask
+
+
+def unconditional(ids: torch.Tensor, mask: torch.Tensor, pad_id: int, keep: Sequence[int | None]) -> torch.Tensor:
+    """The unconditional prompt of classifier-free guidance: every attended token but those in `keep` (BOS and BOI)
+    replaced by pad, as transformers' Janus `generate` builds it (and tiny-janus trains on it)."""
+    kept = torch.zeros_like(mask, dtype=torch.bool)
+    for k in keep:
+        if k is not None:
+            kept |= ids == k
+    return ids.masked_fill(~kept & mask.bool(), pad_id)
+
+
 def _is_janus(config) -> bool:
     return getattr(config, "model_type", None) == "janus"
 
@@ -90,25 +121,13 @@ class JanusBackend(VisionBackend):
 
     # -- generation mode -------------------------------------------------------------------------
     def image_prompt_ids(self, prompt: str) -> tuple[int, ...]:
-        """The generation prompt: the user turn through the chat template, then `<begin_of_image>`."""
-        text = prompt
-        if getattr(self.processor, "chat_template", None):
-            messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
-            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        enc = self.processor(text=[text], generation_mode="image", return_tensors="pt")
-        return tuple(enc["input_ids"][0][enc["attention_mask"][0].bool()].tolist())
+        return image_prompt_ids(self.processor, prompt)
 
     def _prompt_rows(self, prompt_ids: Sequence[tuple[int, ...]], guided: bool):
         """Left-padded prompt ids, mask [R, P], R = B (conditional) + B (unconditional) with guidance."""
-        p = max(len(x) for x in prompt_ids)
-        ids = torch.full((len(prompt_ids), p), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, x in enumerate(prompt_ids):
-            ids[b, p - len(x):] = torch.tensor(x)
-            mask[b, p - len(x):] = 1
-        if guided:  # the unconditional prompt keeps only BOS and BOI (and the attention mask) of the prompt
-            keep = (ids == self.boi_id) | (ids == self.bos_id if self.bos_id is not None else False)
-            uncond = ids.masked_fill(~keep & mask.bool(), self.pad_id)
+        ids, mask = left_padded(prompt_ids, self.pad_id)
+        if guided:
+            uncond = unconditional(ids, mask, self.pad_id, (self.boi_id, self.bos_id))
             ids, mask = torch.cat([ids, uncond]), torch.cat([mask, mask])
         return ids.to(self.device), mask.to(self.device)
 

@@ -19,8 +19,39 @@ from . import register_protocol
 from .common import Adaptation
 
 
+def adapt_epochs(sess, adaptation: Adaptation, progress: dict, after_step=None) -> None:
+    """E epochs over the K adaptation items in seeded order, prompts_per_step queries per update, checkpointing after
+    each (resumable mid-epoch); `after_step()` runs after every update (the image protocol logs rubrics there)."""
+    cfg = sess.cfg
+    adapt, per_step = sess.adapt_items, cfg.grpo.prompts_per_step
+    batches_per_epoch = -(-len(adapt) // per_step)
+    bar = tqdm(total=cfg.protocol.epochs * batches_per_epoch, desc="adapt", unit="step",
+               initial=progress["epoch"] * batches_per_epoch + progress["pos"] // per_step)
+    for epoch in range(progress["epoch"], cfg.protocol.epochs):
+        order = np.random.default_rng(derive(cfg.run.seed, "epoch", epoch)).permutation(len(adapt))  # resumable
+        start0 = progress["pos"] if epoch == progress["epoch"] else 0
+        for start in range(start0, len(order), per_step):
+            batch = [adapt[i] for i in order[start:start + per_step]]
+            going = adaptation.step([it.query for it in batch], epoch=epoch)
+            if after_step is not None:
+                after_step()
+            nxt = (epoch, start + per_step) if start + per_step < len(order) else (epoch + 1, 0)
+            adaptation.checkpoint({"epoch": nxt[0], "pos": nxt[1]})
+            bar.update(1)
+            if not going:
+                break
+        if adaptation.stopped:
+            break
+    bar.close()
+    adaptation.checkpoint({"epoch": cfg.protocol.epochs, "pos": 0, "final": True})
+
+
 @register_protocol("transductive")
 def run_transductive(sess) -> dict:
+    if sess.images:  # text-to-image (Meta-TTRL): images, the pixel checker, a grid
+        from .images import run_image_transductive
+
+        return run_image_transductive(sess)
     cfg, items, out = sess.cfg, sess.eval_items, sess.out
     t0 = time.perf_counter()
     s = cfg.sampling
@@ -54,25 +85,8 @@ def run_transductive(sess) -> dict:
                                                   for r in base_rows if r["id"] in by_id))
 
     # 2. adaptation on K items: the trainer gets queries only
-    adapt, per_step = sess.adapt_items, cfg.grpo.prompts_per_step
-    batches_per_epoch = -(-len(adapt) // per_step)
-    bar = tqdm(total=cfg.protocol.epochs * batches_per_epoch, desc="adapt", unit="step",
-               initial=progress["epoch"] * batches_per_epoch + progress["pos"] // per_step)
-    for epoch in range(progress["epoch"], cfg.protocol.epochs):
-        order = np.random.default_rng(derive(cfg.run.seed, "epoch", epoch)).permutation(len(adapt))  # resumable
-        start0 = progress["pos"] if epoch == progress["epoch"] else 0
-        for start in range(start0, len(order), per_step):
-            batch = [adapt[i] for i in order[start:start + per_step]]
-            going = adaptation.step([it.query for it in batch], epoch=epoch)
-            nxt = (epoch, start + per_step) if start + per_step < len(order) else (epoch + 1, 0)
-            adaptation.checkpoint({"epoch": nxt[0], "pos": nxt[1]})
-            bar.update(1)
-            if not going:
-                break
-        if adaptation.stopped:
-            break
-    bar.close()
-    adaptation.checkpoint({"epoch": cfg.protocol.epochs, "pos": 0, "final": True})
+    adapt_epochs(sess, adaptation, progress)
+    adapt = sess.adapt_items
 
     # 3. adapted model, greedy, written item by item
     base = {r["id"]: r for r in base_rows}  # base.jsonl is complete once the base phase is done

@@ -25,6 +25,9 @@ class RewardContext:
 
     rng: np.random.Generator  # seeded: same seed, same rewards
     policy: Any = None  # the policy itself, for rewards that ask it (self_judge); needs={"policy"}
+    # a frozen model that judges instead of the policy (Meta-TTRL's external introspector, --introspector); None =
+    # the policy judges itself
+    introspector: Any = None
     # run-long memory a reward family may keep, keyed by the family's name: plain picklable data (a
     # buffer of recent anchors, running answer shares) is checkpointed with the run; keys starting
     # with "_" are caches rebuilt on demand (a loaded embedder) and are not

@@ -3,7 +3,8 @@
 For each image and question, s = P(Yes) / (P(Yes) + P(No)) from the introspector's next-token distribution
 (understanding mode); the image's reward is the geometric mean of its s over the rubric, so one clearly failed
 question pulls the reward down more than an arithmetic mean would. The rubric is written once per prompt (by the
-model, or by the rule-based builder when the model's output does not parse) and kept in the run state.
+model, or by the rule-based builder when the model's output does not parse) and kept in the run state. An external
+introspector (`--introspector`, RewardContext.introspector) takes the policy's place at the meta level.
 
 In a text-to-image group the responses are the paths of the generated images; the policy is a unified backend
 (backends/t2i.py) that offers `yes_probability(images, questions)`.
@@ -56,6 +57,12 @@ def meta_ttrl_rewards(scores, floor: float = 1e-4) -> list[float]:
     return [geometric_mean(row, floor) for row in np.asarray(scores, dtype=float)]
 
 
+def judge(ctx: RewardContext):
+    """The introspector: the policy itself (Meta-TTRL), or the external model given by --introspector, which then
+    does the whole meta level (writes the rubric and answers it), as in the paper's self-vs-external comparison."""
+    return ctx.introspector if ctx.introspector is not None else ctx.policy
+
+
 def rubric_for(query: Query, params: MetaTTRLParams, ctx: RewardContext) -> dict:
     """The prompt's rubric, written on first sight and kept in the run state (checkpointed, plain data)."""
     memo = ctx.state.setdefault("meta_ttrl", {})
@@ -63,7 +70,7 @@ def rubric_for(query: Query, params: MetaTTRLParams, ctx: RewardContext) -> dict
         if params.rubric == "rule":
             questions, source = rule_rubric(query.prompt, params.max_questions), "rule"
         else:
-            policy = ctx.policy
+            policy = judge(ctx)
             prompt = policy.render(Query(f"{query.id}/rubric", rubric_request(query.prompt)), "")
             out = policy.generate([prompt], 1, temperature=None, max_new_tokens=params.rubric_tokens,
                                   batch_size=1, seed=int(ctx.rng.integers(2**31)))
@@ -88,7 +95,7 @@ def meta_ttrl(group: Group, params: MetaTTRLParams, ctx: RewardContext) -> Rewar
     s = []
     for k in range(0, len(pairs), params.batch_size):
         chunk = pairs[k:k + params.batch_size]
-        s.extend(ctx.policy.yes_probability([p[0] for p in chunk], [p[1] for p in chunk]))
+        s.extend(judge(ctx).yes_probability([p[0] for p in chunk], [p[1] for p in chunk]))
     scores = np.asarray(s, dtype=float).reshape(len(group.responses), len(questions))
     rewards = meta_ttrl_rewards(scores, params.floor)
     return RewardOutput(rewards, {"rubric_questions": float(len(questions)),

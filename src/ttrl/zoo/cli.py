@@ -2,6 +2,7 @@
 
     ttrl zoo list
     ttrl zoo build tiny-vlm [--steps N] [--seed S] [--batch-size B] [--lr LR] [--out PATH]
+    ttrl zoo build tiny-janus [--seed S] [--vq-steps N] [--und-steps N] [--gen-steps N] ... [--out PATH]
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
         description="Train tiny-vlm's CLIP tower + projector on easy-vqa's train split (SmolLM2 frozen), evaluate "
                     "by greedy generation on a fixed easy-vqa test subset, and write the weights (safetensors) "
                     "and tiny_vlm_card.json beside them.")
-    build.add_argument("name", choices=["tiny-vlm"], help="the model to build")
+    build.add_argument("name", choices=["tiny-vlm", "tiny-janus"], help="the model to build")
     build.add_argument("--steps", type=int, default=BUILD_DEFAULTS["steps"],
                        help=f"optimizer steps (default: {BUILD_DEFAULTS['steps']})")
     build.add_argument("--seed", type=int, default=BUILD_DEFAULTS["seed"],
@@ -36,8 +37,26 @@ def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
     build.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice); 1 is much faster when other jobs share the CPU")
     build.add_argument("--out", type=Path, default=None,
-                       help="weights file to write (default: the package asset zoo/assets/tiny_vlm_vision.safetensors)")
+                       help="weights file to write (default: the package asset zoo/assets/tiny_vlm_vision.safetensors "
+                            "or tiny_janus.safetensors)")
+    _add_tiny_janus_options(build)
     return zoo
+
+
+def _add_tiny_janus_options(build) -> None:
+    """tiny-janus' architecture and budget flags, generated from their dataclasses (zoo/tiny_janus*.py)."""
+    import dataclasses
+
+    from .tiny_janus import Arch
+    from .tiny_janus_train import Budget
+
+    grp = build.add_argument_group("tiny-janus (architecture and budget; defaults are the shipped build's)")
+    for cls in (Arch, Budget):
+        for f in dataclasses.fields(cls):
+            kw = {"nargs": "+", "type": int} if f.name == "vq_multipliers" else {"type": type(f.default)}
+            grp.add_argument("--" + f.name.replace("_", "-"), dest=f"tj_{f.name}", default=f.default, metavar=f.name.upper(),
+                             help=f"{f.metadata['help']} (default: {f.default})", **kw)
+    grp.add_argument("--folder", type=Path, default=None, help="also keep the assembled Janus folder here")
 
 
 def _list() -> int:
@@ -64,6 +83,8 @@ def _list() -> int:
 def cmd_zoo(ns: argparse.Namespace) -> int:
     if ns.zoo_command == "list":
         return _list()
+    if ns.zoo_command == "build" and ns.name == "tiny-janus":
+        return _build_tiny_janus(ns)
     if ns.zoo_command == "build":
         from .tiny_vlm import ASSET
         from .tiny_vlm_train import train
@@ -75,3 +96,20 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
                           "accuracy": card["evaluation"]["accuracy"]}, indent=2))
         return 0
     raise ValueError(f"unknown zoo command {ns.zoo_command!r}")
+
+
+def _build_tiny_janus(ns: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .tiny_janus import ASSET, Arch
+    from .tiny_janus_train import Budget, train
+
+    pick = {k[3:]: v for k, v in vars(ns).items() if k.startswith("tj_")}
+    arch = Arch(**{f.name: (tuple(pick[f.name]) if f.name == "vq_multipliers" else pick[f.name])
+                   for f in dataclasses.fields(Arch)})
+    budget = Budget(**{f.name: pick[f.name] for f in dataclasses.fields(Budget)})
+    out = Path(ns.out) if ns.out is not None else ASSET
+    card = train(arch, budget, seed=ns.seed, out=out, folder=ns.folder, threads=ns.threads or 1)
+    print(json.dumps({"weights": str(out), "train_seconds": card["training"]["train_seconds"],
+                      "evaluation": card["evaluation"]}, indent=2))
+    return 0

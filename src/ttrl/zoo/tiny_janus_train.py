@@ -1,0 +1,354 @@
+"""Training tiny-janus from a seed (`ttrl zoo build tiny-janus`), in three stages on scenes of `scenes:train`, and
+its card (measured on `scenes:test`, never trained on).
+
+1. VQ tokenizer alone: L2 reconstruction + codebook / commitment loss (van den Oord et al. 2017) with the codes and
+   encoder outputs l2-normalised (Janus' VQ decodes normalised codes: LlamaGen's tokenizer), unused codes
+   re-seeded from encoder outputs (a standard remedy for dead codes, Dhariwal et al. 2020, Jukebox).
+2. Understanding encoder + aligner, the LM frozen: balanced yes/no questions about drawn scenes (the rule rubric's
+   question forms on the true scene for "Yes", on a scene changed in one attribute for "No"), cross-entropy on the
+   answer token right after the prompt exactly as the t2i backend renders it.
+3. Generation: generation embeddings / aligner / head + a LoRA on the LM, next-image-token cross-entropy on
+   (prompt, VQ tokens of the drawn scene), the prompt replaced by the unconditional form 10% of the time (what
+   classifier-free guidance needs; Janus trains the same way).
+
+Same seed, same weights: every batch, spec and drawing comes from seeded generators (seeds.derive), float32 on CPU.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..backends.t2i import image_prompt_ids, left_padded, unconditional
+from ..data import Query
+from ..engines.base import positions
+from ..prompting import user_message
+from ..rubric import rule_rubric
+from ..scenes import PALETTE, SHAPES, DrawOptions, SceneSpec, Thing, check, draw, summarize
+from ..seeds import derive
+from ..tasks.scenes import split
+from .tiny_janus import (
+    ASSET,
+    CARD_NAME,
+    LORA_PREFIX,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    SPECIAL,
+    TRAINED_PREFIXES,
+    Arch,
+    assemble,
+    build,
+    save_weights,
+)
+
+YES_NO = "Answer with Yes or No."  # the t2i backend's default ImageGenOptions.yes_no_instruction
+
+
+@dataclass(frozen=True)
+class Budget:
+    vq_steps: int = field(default=3000, metadata={"help": "VQ tokenizer steps (design: a few thousand of batch 32)"})
+    vq_batch: int = field(default=32, metadata={"help": "scenes per VQ step"})
+    vq_lr: float = field(default=1e-3, metadata={"help": "VQ AdamW learning rate"})
+    beta: float = field(default=0.25, metadata={"help": "commitment weight (van den Oord et al. 2017)"})
+    und_steps: int = field(default=800, metadata={
+        "help": "understanding steps (tiny-vlm's 300 x 16 reached only 59%% on yes/no; design: ~800)"})
+    und_batch: int = field(default=16, metadata={"help": "yes/no questions per understanding step"})
+    und_lr: float = field(default=1e-3, metadata={"help": "understanding AdamW learning rate (tiny-vlm's)"})
+    gen_steps: int = field(default=750, metadata={"help": "generation steps (design: ~6000 sequences)"})
+    gen_batch: int = field(default=8, metadata={"help": "(prompt, image) sequences per generation step"})
+    gen_lr: float = field(default=1e-3, metadata={"help": "generation AdamW learning rate (head and LoRA)"})
+    lora_r: int = field(default=16, metadata={"help": "generation LoRA rank on the LM (merged before shipping)"})
+    uncond_prob: float = field(default=0.1, metadata={
+        "help": "share of generation sequences with the unconditional prompt (Janus trains CFG this way)"})
+    eval_n: int = field(default=100, metadata={"help": "scenes:test prompts / images measured for the card"})
+
+
+# -- data ----------------------------------------------------------------------------------------------
+def scenes(specs: list[SceneSpec], n: int, seed: int, size: int) -> list[tuple[SceneSpec, object]]:
+    """n (spec, drawn image) pairs, specs and drawings from `seed`."""
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(len(specs), size=n)
+    return [(specs[i], draw(specs[i], int(rng.integers(2**31)), DrawOptions(size=size))) for i in pick]
+
+
+def pixels(images) -> torch.Tensor:
+    """[B, 3, H, W] in the Janus image processor's normalised space."""
+    x = torch.tensor(np.stack([np.asarray(im, dtype=np.float32) / 255 for im in images])).permute(0, 3, 1, 2)
+    mean, std = torch.tensor(PIXEL_MEAN)[:, None, None], torch.tensor(PIXEL_STD)[:, None, None]
+    return (x - mean) / std
+
+
+def to_images(x: torch.Tensor) -> list:
+    from PIL import Image
+
+    mean, std = torch.tensor(PIXEL_MEAN)[:, None, None], torch.tensor(PIXEL_STD)[:, None, None]
+    arr = ((x.detach() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def _changed(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec | None:
+    """The spec with one attribute changed so that a question about it is false in the true scene: an object's
+    colour or shape (to one no object of the scene has), a count, or the relation reversed."""
+    things = list(spec.things)
+    k = int(rng.integers(len(things)))
+    t = things[k]
+    kind = rng.choice(["colour", "shape", "count", "relation"])
+    if kind == "relation" and spec.relation:
+        opposite = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
+        return SceneSpec(spec.things, opposite[spec.relation])
+    if kind == "count" and t.count > 1:
+        things[k] = Thing(t.shape, t.colour, int(rng.choice([c for c in (2, 3) if c != t.count] or [1])))
+        return SceneSpec(tuple(things), spec.relation)
+    if kind == "shape":
+        free = [s for s in SHAPES if all(s != u.shape for u in spec.things)]
+        if free:
+            things[k] = Thing(str(rng.choice(free)), t.colour, t.count)
+            return SceneSpec(tuple(things), spec.relation)
+    free = [c for c in PALETTE if all(c != u.colour for u in spec.things)]
+    things[k] = Thing(t.shape, str(rng.choice(free)), t.count)
+    return SceneSpec(tuple(things), spec.relation)
+
+
+def yes_no_question(spec: SceneSpec, rng: np.random.Generator, want_yes: bool) -> tuple[str, bool] | None:
+    """A rule-rubric question about the scene whose answer is `want_yes`: from the true prompt for yes; for no, a
+    question of a changed scene's rubric that the true rubric does not contain."""
+    true_qs = rule_rubric(spec.prompt())
+    if want_yes:
+        return str(rng.choice(true_qs)), True
+    false_qs = [q for q in rule_rubric(_changed(spec, rng).prompt()) if q not in true_qs]
+    return (str(rng.choice(false_qs)), False) if false_qs else None
+
+
+def questions_for(pairs, seed: int) -> list[tuple[object, str, bool]]:
+    """Balanced (image, question, answer) triples: yes and no in turn."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for j, (spec, im) in enumerate(pairs):
+        q = yes_no_question(spec, rng, want_yes=j % 2 == 0) or yes_no_question(spec, rng, want_yes=True)
+        out.append((im, *q))
+    return out
+
+
+# -- stage 1: VQ ----------------------------------------------------------------------------------------
+def vq_forward(vq, x: torch.Tensor, beta: float = 0.25):
+    """(reconstruction, codebook + commitment loss, tokens [B, g*g]) with l2-normalised codes, as
+    JanusVQVAE.decode reads them (get_codebook_entry normalises), and a straight-through gradient."""
+    z = F.normalize(vq.quant_conv(vq.encoder(x)), dim=1)  # [B, D, g, g]
+    b, d, g, _ = z.shape
+    codes = F.normalize(vq.quantize.embedding.weight, dim=-1)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+    idx = (flat @ codes.T).argmax(-1)  # nearest on the unit sphere
+    q = codes[idx].view(b, g, g, d).permute(0, 3, 1, 2)
+    loss = F.mse_loss(q, z.detach()) + beta * F.mse_loss(z, q.detach())
+    recon = vq.decoder(vq.post_quant_conv(z + (q - z).detach()))
+    return recon, loss, idx.view(b, -1), flat
+
+
+def train_vq(model, arch: Arch, budget: Budget, specs, seed: int, log) -> dict:
+    vq = model.model.vqmodel
+    params = list(vq.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=budget.vq_lr, weight_decay=0.0)
+    usage = torch.zeros(arch.codebook)
+    losses, t0 = [], time.time()
+    vq.train()
+    for step in range(budget.vq_steps):
+        x = pixels([im for _, im in scenes(specs, budget.vq_batch, derive(seed, "vq_batch", step), arch.image_size)])
+        recon, q_loss, idx, flat = vq_forward(vq, x, budget.beta)
+        loss = F.mse_loss(recon, x) + q_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        usage += torch.bincount(idx.flatten(), minlength=arch.codebook)
+        if (step + 1) % 100 == 0:  # re-seed codes unused for 100 steps from this batch's encoder outputs
+            dead = (usage == 0).nonzero().flatten()
+            if len(dead):
+                g = torch.Generator().manual_seed(derive(seed, "vq_dead", step))
+                pick = torch.randint(len(flat), (len(dead),), generator=g)
+                with torch.no_grad():
+                    vq.quantize.embedding.weight[dead] = flat[pick].detach()
+            usage.zero_()
+        if log and ((step + 1) % 100 == 0 or step == 0):
+            log(f"vq step {step + 1}/{budget.vq_steps} loss {np.mean(losses[-100:]):.4f} ({time.time() - t0:.0f} s)")
+    vq.eval().requires_grad_(False)
+    return {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-100:]))}
+
+
+# -- stage 2: understanding ------------------------------------------------------------------------------
+def yes_no_prompts(processor, questions) -> list[str]:
+    """The prompts exactly as the t2i backend renders them for yes_probability."""
+    return [processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"},
+                                      {"type": "text", "text": user_message(Query("q", q), YES_NO)}]}],
+        add_generation_prompt=True, tokenize=False) for q in questions]
+
+
+def train_understanding(model, processor, arch: Arch, budget: Budget, specs, seed: int, log) -> dict:
+    tok = processor.tokenizer
+    yes, no = tok.encode("Yes", add_special_tokens=False)[0], tok.encode("No", add_special_tokens=False)[0]
+    parts = [model.model.vision_model, model.model.aligner]
+    params = [p for m in parts for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=budget.und_lr, weight_decay=0.0)
+    losses, hits, t0 = [], [], time.time()
+    for step in range(budget.und_steps):
+        pairs = scenes(specs, budget.und_batch, derive(seed, "und_batch", step), arch.image_size)
+        triples = questions_for(pairs, derive(seed, "und_questions", step))
+        enc = processor(text=yes_no_prompts(processor, [q for _, q, _ in triples]), images=[im for im, _, _ in triples],
+                        return_tensors="pt", padding=True)
+        logits = model(**enc, position_ids=positions(enc["attention_mask"]), logits_to_keep=1).logits[:, -1].float()
+        target = torch.tensor([yes if a else no for _, _, a in triples])
+        loss = F.cross_entropy(logits, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        hits += ((logits[:, yes] > logits[:, no]) == (target == yes)).tolist()
+        if log and ((step + 1) % 50 == 0 or step == 0):
+            log(f"understanding step {step + 1}/{budget.und_steps} loss {np.mean(losses[-50:]):.4f} "
+                f"train acc {np.mean(hits[-50 * budget.und_batch:]):.2f} ({time.time() - t0:.0f} s)")
+    for p in params:
+        p.requires_grad_(False)
+    return {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-50:]))}
+
+
+# -- stage 3: generation ---------------------------------------------------------------------------------
+def generation_loss(base, processor, prompts: list[str], tokens: torch.Tensor, uncond: list[bool]) -> torch.Tensor:
+    """Next-image-token cross-entropy of `tokens` [B, N] after the prompts (unconditional where asked)."""
+    tok = processor.tokenizer
+    pad, boi = tok.pad_token_id, tok.convert_tokens_to_ids(SPECIAL["boi_token"])
+    ids, mask = left_padded([image_prompt_ids(processor, p) for p in prompts], pad)
+    u = unconditional(ids, mask, pad, (boi, tok.bos_token_id))
+    ids = torch.where(torch.tensor(uncond)[:, None], u, ids)
+    emb = torch.cat([base.get_input_embeddings()(ids), base.prepare_embeddings_for_image_generation(tokens[:, :-1])], 1)
+    mask = torch.cat([mask, mask.new_ones(mask.shape[0], tokens.shape[1] - 1)], dim=1)
+    hidden = base.model.language_model(inputs_embeds=emb, attention_mask=mask, position_ids=positions(mask),
+                                       use_cache=False).last_hidden_state
+    logits = base.model.generation_head(hidden[:, ids.shape[1] - 1:]).float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+
+
+def train_generation(model, processor, arch: Arch, budget: Budget, specs, seed: int, log):
+    """Returns (LoRA factors {lora.<module>.A/B} with the scale folded into B, stats); the head trains in `model`."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(derive(seed, "lora_init"))
+    peft_model = get_peft_model(model, LoraConfig(r=budget.lora_r, lora_alpha=2 * budget.lora_r, lora_dropout=0.0,
+                                                  target_modules=r".*language_model.*\.(q|k|v|o|gate|up|down)_proj"))
+    base = peft_model.get_base_model()
+    heads = [base.model.generation_embeddings, base.model.generation_aligner, base.model.generation_head]
+    for p in (p for m in heads for p in m.parameters()):
+        p.requires_grad_(True)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=budget.gen_lr, weight_decay=0.0)
+    vq = base.model.vqmodel
+    losses, t0 = [], time.time()
+    for step in range(budget.gen_steps):
+        pairs = scenes(specs, budget.gen_batch, derive(seed, "gen_batch", step), arch.image_size)
+        with torch.no_grad():
+            tokens = vq_forward(vq, pixels([im for _, im in pairs]))[2]
+        rng = np.random.default_rng(derive(seed, "gen_uncond", step))
+        loss = generation_loss(base, processor, [s.prompt() for s, _ in pairs], tokens,
+                               (rng.random(len(pairs)) < budget.uncond_prob).tolist())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if log and ((step + 1) % 50 == 0 or step == 0):
+            log(f"generation step {step + 1}/{budget.gen_steps} loss {np.mean(losses[-50:]):.4f} ({time.time() - t0:.0f} s)")
+    lora = lora_factors(peft_model)
+    small = {k: v.detach().clone() for k, v in base.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
+    return lora, small, {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-50:])),
+                         "lora_modules": len(lora) // 2}
+
+
+def lora_factors(peft_model) -> dict[str, torch.Tensor]:
+    """{lora.<module>.A, lora.<module>.B * scaling} of every LoRA layer, named as in the plain model, so that
+    tiny_janus.merge_lora adds B @ A to the module's weight."""
+    out = {}
+    for name, module in peft_model.named_modules():
+        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+            key = name.removeprefix("base_model.model.")
+            out[f"{LORA_PREFIX}{key}.A"] = module.lora_A["default"].weight.detach().clone()
+            out[f"{LORA_PREFIX}{key}.B"] = module.scaling["default"] * module.lora_B["default"].weight.detach().clone()
+    return out
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(folder: Path, arch: Arch, n: int, seed: int) -> dict:
+    """What ships, loaded through the t2i backend: VQ reconstructions, yes/no accuracy on test scenes, and base
+    generation (guidance 5, one fixed-seed sample per prompt) checked by the pixel checker."""
+    from ..backends.t2i import JanusBackend
+    from ..config import ModelConfig
+
+    backend = JanusBackend(ModelConfig(model=str(folder), device="cpu", finetune="full"), need_reference=False)
+    test = split("test")
+    pairs = scenes(test, n, derive(seed, "eval_scenes"), arch.image_size)
+    recon = to_images(vq_forward(backend.model.model.vqmodel, pixels([im for _, im in pairs]))[0])
+    vq_pass = float(np.mean([check(im, spec, size=arch.image_size).full for (spec, _), im in zip(pairs, recon)]))
+    triples = questions_for(pairs + pairs, derive(seed, "eval_questions"))  # each image: a yes and a no question
+    s = backend.yes_probability([im for im, _, _ in triples], [q for _, q, _ in triples])
+    yes_no = float(np.mean([(p > 0.5) == a for p, (_, _, a) in zip(s, triples)]))
+    specs = [test[i] for i in np.random.default_rng(derive(seed, "eval_prompts")).permutation(len(test))[:n]]
+    samples = backend.generate_images([sp.prompt() for sp in specs], 1, seed=derive(seed, "eval_generation"))
+    drawn = backend.decode([g[0] for g in samples])
+    gen = summarize([check(im, sp, size=arch.image_size) for im, sp in zip(drawn, specs)])
+    return {"vq_reconstruction_full": vq_pass, "yes_no_accuracy": yes_no, "n_yes_no": len(triples),
+            "generation": {k: v for k, v in gen.items() if not np.isnan(v)}, "n": n}  # nan: no prompt of the kind
+
+
+# -- the build ---------------------------------------------------------------------------------------------
+def train(arch: Arch | None = None, budget: Budget | None = None, seed: int = 0, out: Path = ASSET,
+          folder: Path | None = None, threads: int | None = 1, log=print) -> dict:
+    """Train the three stages, save the small weights + LoRA to `out` and the card beside it; `folder`: also keep
+    the assembled Janus folder there (a temporary one is used for the card otherwise)."""
+    out, arch, budget = Path(out), arch or Arch(), budget or Budget()
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    model, processor = build(arch, None, seed=seed)
+    model.requires_grad_(False)
+    specs = split("train")
+    stats = {"vq": train_vq(model, arch, budget, specs, seed, log)}
+    stats["understanding"] = train_understanding(model, processor, arch, budget, specs, seed, log)
+    lora, small, stats["generation"] = train_generation(model, processor, arch, budget, specs, seed, log)
+    save_weights({**small, **lora}, arch, out)
+    train_seconds = time.time() - t0
+    del model
+    t1 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(folder) if folder else Path(tmp) / "tiny-janus"
+        assemble(target, out)
+        ev = evaluate(target, arch, budget.eval_n, seed)
+    import transformers
+
+    card = {"model": "tiny-janus", "architecture": {"type": "JanusForConditionalGeneration", **asdict(arch),
+                                                   "language_model": "SmolLM2-135M-Instruct (frozen + merged LoRA)"},
+            "training": {"seed": seed, "threads": torch.get_num_threads(), **asdict(budget), "stages": stats,
+                         "data": "scenes:train (tasks/scenes.py), drawn by scenes.draw",
+                         "train_seconds": round(train_seconds, 1)},
+            "evaluation": {**ev, "data": "scenes:test", "eval_seconds": round(time.time() - t1, 1)},
+            "weights_file": out.name, "weights_bytes": out.stat().st_size,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "torch": torch.__version__,
+            "transformers": transformers.__version__}
+    card_path = out.with_name(CARD_NAME if out == ASSET else out.stem + "_card.json")
+    tmp_card = card_path.with_name(card_path.name + ".tmp")
+    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp_card, card_path)
+    if log:
+        log(f"wrote {out} and {card_path}: {json.dumps(card['evaluation'])}")
+    return card

@@ -1,0 +1,79 @@
+"""`ttrl zoo build tiny-janus` at a toy budget (2 SmolLM2 layers, 32x32 images, a handful of steps): the three
+stages run, the weights + card are written, the same seed gives the same weights, the assembled folder loads
+through the t2i backend and runs Meta-TTRL from the CLI; the shipped LoRA factors merge to what peft computes."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ttrl.cli import main
+
+pytestmark = pytest.mark.slow  # loads SmolLM2's weights (2 of its layers)
+
+TOY = ["--image-size", "32", "--codebook", "64", "--text-layers", "2", "--vq-steps", "3", "--vq-batch", "4",
+       "--und-steps", "2", "--und-batch", "2", "--gen-steps", "2", "--gen-batch", "2", "--eval-n", "2",
+       "--threads", "1"]
+
+
+def test_toy_build_is_reproducible_and_runs_meta_ttrl(tmp_path):
+    torch.set_num_threads(1)
+    w1, w2, folder = tmp_path / "a.safetensors", tmp_path / "b.safetensors", tmp_path / "tiny-janus"
+    assert main(["zoo", "build", "tiny-janus", *TOY, "--out", str(w1), "--folder", str(folder)]) == 0
+    assert main(["zoo", "build", "tiny-janus", *TOY, "--out", str(w2)]) == 0
+    a, b = load_file(str(w1)), load_file(str(w2))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same seed, same weights
+    assert any(k.startswith("lora.") for k in a) and any(k.startswith("model.vqmodel.") for k in a)
+    assert not any(k.startswith(("model.language_model.", "lm_head")) for k in a)  # SmolLM2 itself never ships
+    card = json.loads((tmp_path / "a_card.json").read_text())
+    ev = card["evaluation"]
+    assert 0 <= ev["yes_no_accuracy"] <= 1 and 0 <= ev["vq_reconstruction_full"] <= 1 and ev["n_yes_no"] == 4
+    assert 0 <= ev["generation"]["full"] <= 1 and card["training"]["stages"]["generation"]["lora_modules"] == 14
+
+    # the builder trains on the prompts exactly as the t2i backend renders them
+    from ttrl.backends.t2i import JanusBackend
+    from ttrl.backends.unified import ImageGenOptions
+    from ttrl.config import ModelConfig
+    from ttrl.data import Query
+    from ttrl.zoo.tiny_janus_train import YES_NO, yes_no_prompts
+
+    backend = JanusBackend(ModelConfig(model=str(folder), device="cpu", finetune="full"), need_reference=False)
+    q = "Is the circle red?"
+    assert YES_NO == ImageGenOptions().yes_no_instruction
+    assert backend.render(Query("yes-no/0", q, images=("image",)), YES_NO).text == \
+        yes_no_prompts(backend.processor, [q])[0]
+    assert backend.num_image_tokens == 16 and backend.image_size == 32
+
+    out = tmp_path / "run"
+    assert main(["run", "-m", str(folder), "--data", "scenes:test", "--task-size", "1", "--reward", "meta_ttrl",
+                 "--n-votes", "2", "--n-train", "2", "--epochs", "1", "--adapt-size", "1", "--lora-r", "4",
+                 "--device", "cpu", "--meta-ttrl-rubric-tokens", "8", "--report", "false", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["steps"] == 1 and (out / "grid.png").is_file()
+    assert len(list((out / "images" / "adapted").glob("*.png"))) == 1
+
+
+def test_lora_factors_merge_to_the_peft_model():
+    from peft import LoraConfig, get_peft_model
+
+    from ttrl.zoo.tiny_janus import Arch, build, merge_lora
+    from ttrl.zoo.tiny_janus_train import lora_factors
+
+    torch.set_num_threads(1)
+    arch = Arch(image_size=32, codebook=64, text_layers=1)
+    model, _ = build(arch)
+    peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=r".*language_model.*\.(q|v)_proj"))
+    torch.manual_seed(1)
+    for n, p in peft_model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_()
+    ids = torch.tensor([[1, 5, 9, 11]])
+    with torch.no_grad():
+        want = peft_model.get_base_model().model.language_model(input_ids=ids).last_hidden_state
+    factors = lora_factors(peft_model)
+    assert len(factors) == 4
+    plain, _ = build(arch)
+    merge_lora(plain, factors)
+    with torch.no_grad():
+        got = plain.model.language_model(input_ids=ids).last_hidden_state
+    assert torch.allclose(got, want, atol=1e-4)
