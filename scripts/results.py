@@ -176,6 +176,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (each one thread when > 1)")
     ap.add_argument("--plan", action="store_true", help="list the runs and stop")
     ap.add_argument("--table", action="store_true", help="print the table of what exists and stop")
+    ap.add_argument("--doc", default="docs/results.md", help="document whose <!-- table --> ... <!-- /table --> "
+                    "block is rewritten with the table and the commands")
     a = ap.parse_args()
     root = Path(a.root)
     runs = plan(a.only)
@@ -188,6 +190,13 @@ def main() -> None:
     text, commands, secs = table(root)
     print(text)
     print(f"\n{len(commands)} runs, {secs / 3600:.1f} h of run time")
+    doc = Path(a.doc)
+    if doc.exists() and "<!-- table -->" in (old := doc.read_text()):
+        block = (f"<!-- table -->\n{text}\n\n{len(commands)} runs, {secs / 3600:.1f} h of run time. Commands:\n\n"
+                 "```\n" + "\n".join(commands) + "\n```\n<!-- /table -->")
+        head, rest = old.split("<!-- table -->", 1)
+        doc.write_text(head + block + rest.split("<!-- /table -->", 1)[1])
+        print(f"wrote the table into {doc}")
 
 
 if __name__ == "__main__":
