@@ -1,2 +1,2 @@
 """Importing this module registers every built-in model backend."""
-from . import causal, vision  # noqa: F401
+from . import causal, speech, vision  # noqa: F401
