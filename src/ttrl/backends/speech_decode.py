@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from ..config import ConfigError
-from ..engines.base import Decoded, SampleOptions, pick, token_stats
+from ..engines.base import Decoded, SampleOptions, pick
 from ..rollout import Completion
 
 
@@ -60,6 +60,19 @@ class Suppression:
         return logits.masked_fill(m, float("-inf"))
 
 
+def masked_token_stats(z: torch.Tensor, tokens: torch.Tensor, temperature: float | None) -> tuple[torch.Tensor, ...]:
+    """engines.base.token_stats of softmax(z / T) whose suppressed tokens (-inf) are outside the support: their
+    0 * log 0 terms of the entropy are 0, and self-certainty is KL(uniform over the support || p)."""
+    logp = torch.log_softmax(z.float() / (temperature or 1.0), dim=-1)
+    chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
+    p = logp.exp()
+    entropy = -torch.special.xlogy(p, p).sum(-1)
+    support = torch.isfinite(logp)
+    size = support.sum(-1)
+    certainty = -torch.where(support, logp, 0.0).sum(-1) / size - size.float().log()
+    return chosen, entropy, certainty
+
+
 @torch.no_grad()
 def sample(model, enc: torch.Tensor, prompt: list[int], n: int, opts: SampleOptions, suppress: Suppression,
            prune_fraction: float = 0.25) -> Decoded:
@@ -91,7 +104,7 @@ def sample(model, enc: torch.Tensor, prompt: list[int], n: int, opts: SampleOpti
         tokens[idx, t] = tok[live]
         length[idx] = t + 1
         if stats is not None:
-            for k, s in enumerate(token_stats(z[live], tok[live], opts.temperature)):
+            for k, s in enumerate(masked_token_stats(z[live], tok[live], opts.temperature)):
                 stats[k, idx, t] = s
         ended = live & torch.isin(tok, eos)
         finished[alive[ended]] = True
