@@ -170,6 +170,11 @@ def _report(cfg: Config, summary: dict) -> int:
         print(f"base maj@{cfg.protocol.base_maj_votes:<8d} {_pct(summary['base_maj_accuracy'])}   (ceiling for sharpening)")
     print(f"adapted accuracy  {_pct(summary['adapted_accuracy'])}   "
           f"(after {_updates(summary)} on {summary['n_adapt']} unlabeled items, reward {summary['reward']})")
+    if summary.get("adapted_wer") is not None:  # speech: word / character error rates (lower is better)
+        for name, what in (("base", "greedy"), ("base_maj", f"majority of {cfg.protocol.base_maj_votes}"),
+                           ("adapted", "greedy")):
+            if summary.get(f"{name}_wer") is not None:
+                print(f"{name + ' WER':<17s} {_pct(summary[f'{name}_wer'])}   (CER {_pct(summary[f'{name}_cer'])}, {what})")
     _skipped_note(summary)
     for part, what in (("adapted_items", "the items adapted on"), ("other_items", "items never adapted on")):
         if summary.get(f"n_{part}"):

@@ -38,9 +38,13 @@ DEFAULT_TASK_ARGS = {
 @dataclass
 class ModelConfig:
     model: str = opt("smollm2-135m", "zoo name (smollm2-135m, tiny-vlm), local Hugging Face folder, or hub id")
-    backend: str = opt("auto", "model backend: auto (read from the model's config: vision when it has a vision part, "
-                       "else causal) or a backend name (`ttrl backends`)")
+    backend: str = opt("auto", "model backend: auto (read from the model's config: speech for Whisper, vision when it "
+                       "has a vision part, else causal) or a backend name (`ttrl backends`)")
     train_vision: bool = opt(False, "vision models: also train the vision tower and projector (default frozen)")
+    train_encoder: bool = opt(False, "speech models: also train the audio encoder, full weights (default frozen: its "
+                              "outputs are then computed once per clip and reused)")
+    language: str = opt("en", "speech models, multilingual Whisper: the language of the decoder prompt "
+                        "(<|en|>; Whisper's language codes)")
     device: str = opt("auto", "auto (cuda > mps > cpu), or a torch device string")
     dtype: str = opt("auto", "weight dtype: auto (bfloat16 on GPUs that support it, else float32), float32, bfloat16, float16",
                      ["auto", "float32", "bfloat16", "float16"])
@@ -52,7 +56,8 @@ class ModelConfig:
     lora_alpha: int = opt(32, "LoRA scaling alpha", gt=0)
     lora_dropout: float = opt(0.0, "LoRA dropout (Hu et al. 2021), applied in the update's gradient pass only; sampling "
                               "and the ratio's old log-probs stay dropout-free", ge=0, lt=1)
-    lora_targets: str = opt("all-linear", "modules to adapt: all-linear or a comma-separated list of module names")
+    lora_targets: str = opt("all-linear", "modules to adapt: all-linear or a comma-separated list of module names "
+                            "(speech models: all-linear means the decoder's attention projections q,k,v,out)")
     merge_for_sampling: bool = opt(True, "sample from merged LoRA copies (2x faster HF generate; a transient copy of "
                                    "the adapted layers; exact, base weights untouched)")
     cast_for_sampling: bool = opt(True, "sample from linear weights pre-cast to the autocast dtype (exact: the values "

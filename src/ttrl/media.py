@@ -24,7 +24,7 @@ def load_image(path: str):
 
 
 SAMPLE_RATE = 16000  # Whisper's input rate
-SILENCE_PEAK = 1e-4  # peak |amplitude| below which a file counts as silent (-80 dBFS)
+SILENCE_RMS = 1e-4  # RMS amplitude below which a file counts as silent (-80 dBFS; speech is -40 to -15 dBFS)
 
 
 class AudioError(DataError):
@@ -52,8 +52,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(path, "no samples")
     if not np.isfinite(audio).all():
         raise AudioError(path, "non-finite samples")
-    if float(np.abs(audio).max()) < SILENCE_PEAK:
-        raise AudioError(path, f"silent (peak below {SILENCE_PEAK})")
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms < SILENCE_RMS:  # all zeros, or near-zero hiss: nothing to transcribe
+        raise AudioError(path, f"silent (RMS {rms:.1e} below {SILENCE_RMS}, -80 dBFS)")
     if sr != sample_rate:
         audio = soxr.resample(audio, sr, sample_rate)
     return np.ascontiguousarray(audio, dtype=np.float32)

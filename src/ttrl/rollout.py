@@ -19,13 +19,14 @@ class TokenStats:
 
 @dataclass(frozen=True)
 class Prompt:
-    """A rendered prompt: chat-templated text plus the image paths it refers to (in order)."""
+    """A rendered prompt: chat-templated text plus the image (or audio) paths it refers to (in order)."""
 
     text: str
     images: tuple[str, ...] = ()
+    audio: tuple[str, ...] = ()  # speech models: the clip the decoder prompt transcribes
 
     def __add__(self, suffix: str) -> "Prompt":  # prefill the reply, e.g. prompt + "Score:"
-        return Prompt(self.text + suffix, self.images)
+        return Prompt(self.text + suffix, self.images, self.audio)
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,4 @@ class Completion:
     # log-prob of each token under the distribution it was drawn from (softmax(z / T) of the rollout engine),
     # kept only when that engine is not the policy itself (quantized weights): the update corrects for it
     sampler_logprobs: np.ndarray | None = None
+    audio: tuple[str, ...] = ()  # the prompt's audio, needed again to score the completion (speech models)

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..evaluate import answer
-from ..metrics import bleu, pass_at_k, rouge_l
+from ..metrics import bleu, cer, pass_at_k, rouge_l, wer
 from ..prior_monitor import base_shares_from, top_share
 from ..rewards.prior import answer_set_key
 from ..seeds import derive
@@ -141,6 +141,8 @@ def run_transductive(sess) -> dict:
         **adaptation.summary(),
         "seconds_protocol": time.perf_counter() - t0,
     }
+    if sess.answer_type == "transcript":  # speech: corpus WER / CER of the normalised transcripts
+        summary.update(error_rates(sess, preds, base, votes))
     if sess.answer_type in {"text", "label"}:  # free-form answers: also overlap with the references
         labelled = [r for r in preds if r["label"] is not None]
         refs = [str(r["label"]) for r in labelled]
@@ -150,3 +152,19 @@ def run_transductive(sess) -> dict:
                 hyps = [texts[r["id"]] for r in labelled]
                 summary[f"{name}_bleu"], summary[f"{name}_rouge_l"] = bleu(hyps, refs), rouge_l(hyps, refs)
     return summary
+
+
+def error_rates(sess, preds: list[dict], base: dict, votes: dict) -> dict:
+    """base_wer, adapted_wer, base_maj_wer (and _cer) over the labelled items, when every one has that transcript;
+    answers are the transcript extractor's normalised text (None, an empty transcript, counts as all deletions)."""
+    labelled = [r for r in preds if r["label"] is not None]
+    if not labelled:
+        return {}
+    refs = [sess.extractor.extract(str(r["label"])) or "" for r in labelled]
+    out = {}
+    for name, key, present in (("base", "base_answer", lambda r: r["id"] in base), ("adapted", "adapted_answer", None),
+                               ("base_maj", "base_maj_answer", lambda r: r["id"] in votes)):
+        if present is None or all(present(r) for r in labelled):
+            hyps = [r.get(key) for r in labelled]
+            out[f"{name}_wer"], out[f"{name}_cer"] = wer(hyps, refs), cer(hyps, refs)
+    return out
