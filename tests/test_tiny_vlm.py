@@ -1,4 +1,5 @@
-"""The bundled tiny VLM (SmolLM2 + a small CLIP tower trained on easy-vqa): assembly, processor, answers."""
+"""The bundled tiny VLMs (SmolLM2 + a small CLIP tower trained on easy-vqa; tiny-vlm and the old tiny-vlm-v1):
+assembly, processor, answers, the shipped cards."""
 import pytest
 
 from ttrl.tasks.easy_vqa import question_type
@@ -20,6 +21,39 @@ def test_question_types_match_answer_categories():
 def test_eval_subset_is_fixed_and_stratified():
     a, b = tiny_vlm_train.eval_subset(20), tiny_vlm_train.eval_subset(20)
     assert a == b and len(set(a)) == 60
+
+
+def test_image_labels_agree_with_every_shape_and_colour_answer():
+    import easy_vqa
+
+    qs, answers, image_ids = easy_vqa.get_train_questions()
+    labels = tiny_vlm_train.image_labels(qs, answers, image_ids)
+    assert len(labels) == len(set(image_ids))
+    for q, a, i in zip(qs, answers, image_ids):
+        kind = question_type(q)
+        if kind == "shape":
+            assert tiny_vlm_train.SHAPES[labels[i][0]] == a
+        elif kind == "color":
+            assert tiny_vlm_train.COLORS[labels[i][1]] == a
+    known = sum(s >= 0 and c >= 0 for s, c in labels.values())
+    assert known > 0.75 * len(labels)  # yes/no questions settle most of the rest
+
+
+def test_both_towers_are_registered_and_resolve():
+    from ttrl.zoo import all_models, resolve_model
+
+    models = all_models()
+    v1, v2 = tiny_vlm.TOWERS["tiny-vlm-v1"], tiny_vlm.TOWERS["tiny-vlm"]
+    assert {"tiny-vlm", "tiny-vlm-v1"} <= set(models)
+    assert (v1.patch_size, v1.num_layers, v1.image_tokens) == (16, 2, 17)  # v1 exactly as first shipped
+    assert v1.weights.exists() and v1.weights != v2.weights
+    assert models["tiny-vlm-v1"].folder().startswith("tiny-vlm-v1-")
+    path = resolve_model("tiny-vlm-v1")
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(path) / "config.json").read_text())
+    assert config["vision_config"]["patch_size"] == 16 and config["image_seq_length"] == 17
 
 
 def test_zoo_names_the_missing_weights_and_how_to_build_them():
@@ -103,13 +137,31 @@ def test_zoo_cli_parses_build_options():
     ns = p.parse_args(["zoo", "build", "tiny-vlm", "--steps", "7", "--seed", "3", "--batch-size", "4", "--lr", "0.01"])
     assert (ns.zoo_command, ns.name, ns.steps, ns.seed, ns.batch_size, ns.lr, ns.out) == ("build", "tiny-vlm", 7, 3, 4, 0.01, None)
     assert p.parse_args(["zoo", "list"]).zoo_command == "list"
+    ns = p.parse_args(["zoo", "build", "tiny-vlm-v1"])
+    assert (ns.name, ns.steps, ns.pretrain_epochs) == ("tiny-vlm-v1", None, None)  # the model's own defaults apply
 
 
-def test_shipped_card_states_accuracies_in_band():
+def test_shipped_v1_card_states_accuracies_in_band():
+    import json
+
+    v1 = tiny_vlm.TOWERS["tiny-vlm-v1"]
+    acc = json.loads(v1.card_path.read_text())["evaluation"]["accuracy"]
+    assert 0.40 <= acc["overall"] <= 0.75  # sees, but imperfectly; shape questions near chance
+    assert acc["color"] > 0.125 + 0.1
+    assert v1.weights.stat().st_size < 5_000_000
+
+
+def test_shipped_card_beats_v1_on_every_question_type():
+    """v2 against v1 on the same fixed subset, both measured through ttrl's backend (greedy). Issue 16's target
+    (>= 85% overall, every type >= 75%, maj@16 above greedy) is not reached yet: see the card."""
     import json
 
     card = json.loads(tiny_vlm.ASSET.with_name(tiny_vlm.CARD_NAME).read_text())
-    acc = card["evaluation"]["accuracy"]
-    assert 0.40 <= acc["overall"] <= 0.75  # sees, but imperfectly: room for test-time RL
-    assert acc["color"] > 0.125 + 0.1 and acc["shape"] > 1 / 3 + 0.05  # clearly above chance
+    ev = card["evaluation"]
+    acc, chance = ev["accuracy"], ev["chance"]
+    v1_ttrl = {"color": 0.50, "shape": 0.42, "yesno": 0.58}  # tiny-vlm-v1, evaluate_ttrl(per_type=100, votes=16)
+    for kind, old in v1_ttrl.items():
+        assert acc[kind] >= old + 0.1 and acc[kind] >= chance[kind] + 0.2, (kind, acc[kind])
+    assert ev["n"] == 300 and "maj@16" in ev and ev["sample_accuracy"]["overall"] < acc["overall"]
+    assert card["training"]["build_seconds"] < 30 * 60 and card["training"]["threads"] == 1
     assert tiny_vlm.ASSET.stat().st_size < 5_000_000

