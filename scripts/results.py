@@ -60,9 +60,10 @@ TASKS = {
 VQA = ["--data", "easyvqa:test", "--task-size", "300", "--task-args", '{"question_type": "all", "sample_seed": 0}',
        "--n-votes", "16", "--n-train", "8", "--temperature", "1.0", "--kl-coef", "0.001", "--max-new-tokens", "8",
        "--eval-max-new-tokens", "8", "--prompts-per-step", "4", "--lr", "2e-5", "--adapt-size", "20", "--epochs", "2"]
-TASKS["easyvqa"] = Task("tiny-vlm (rebuilt, issue 16), easy-vqa test (300 items)", ["--model", "tiny-vlm", *VQA], votes=16)
+TASKS["easyvqa"] = Task("tiny-vlm (rebuilt, issue 16), easy-vqa test (300 items)", ["--model", "tiny-vlm", *VQA],
+                        seeds=(0, 1), votes=16)
 TASKS["easyvqa_v1"] = Task("tiny-vlm-v1 (the first tower), easy-vqa test (300 items)", ["--model", "tiny-vlm-v1", *VQA],
-                           votes=16)
+                           seeds=(0,), votes=16)
 
 
 @dataclass
@@ -149,18 +150,19 @@ def table(root: Path) -> str:
         if not done:
             lines.append(f"| {key} | (not run yet) | | | | | |")
             continue
-        firsts = {r.seed: s for r, s in done if r.reward in ("majority", "base")}
-        rows = [("base greedy", [s["base_accuracy"] for s in firsts.values()],
-                 [s.get("base_top_answer_share") for s in firsts.values()], None),
-                (f"base maj@{t.votes}", [s.get("base_maj_accuracy") for s in firsts.values()], [], None)]
+        any_run = {r.seed: s for r, s in reversed(done)}  # base greedy is in every run (the same for a seed)
+        voted = {r.seed: s for r, s in done if r.reward in ("majority", "base")}  # maj@N only where it was sampled
+        rows = [("base greedy", sorted(any_run), [any_run[k]["base_accuracy"] for k in sorted(any_run)],
+                 [any_run[k].get("base_top_answer_share") for k in sorted(any_run)], None),
+                (f"base maj@{t.votes}", list(voted), [s.get("base_maj_accuracy") for s in voted.values()], [], None)]
         for reward in t.rewards:
             rs = [(r, s) for r, s in done if r.reward == reward]
             if rs:
-                rows.append((f"adapted: {reward}", [s["adapted_accuracy"] for _, s in rs],
+                rows.append((f"adapted: {reward}", [r.seed for r, _ in rs], [s["adapted_accuracy"] for _, s in rs],
                              [s.get("adapted_top_answer_share") for _, s in rs],
                              ", ".join(_prior_verdict(root, r) for r, _ in rs)))
-        seeds = ",".join(str(r.seed) for r, _ in done if r.reward in ("majority", "base"))
-        for name, acc, share, verdict in rows:
+        for name, seed_list, acc, share, verdict in rows:
+            seeds = ",".join(map(str, seed_list))
             per = " / ".join("-" if a is None else f"{100 * a:.0f}" for a in acc)
             lines.append(f"| {key} | {name} | {seeds} | {_pct(acc)} | {per} | "
                          f"{' / '.join(f'{100 * x:.0f}' for x in share if x is not None) or '-'} | {verdict or '-'} |")
