@@ -37,7 +37,7 @@ def test_a_letter_prior_splits_the_vote_and_content_agreement_keeps_it():
     in each order; one that always picks 'whale' agrees with itself in every order."""
     ext = get_extractor("choice")
     views = Trainer._shown(Q, 4, np.random.default_rng(0))
-    assert views[0][0].choices == Q.choices
+    assert sum(v.choices == Q.choices for v, _ in views) == 1  # the original order is one of the views
     letter_prior = [to_original("A", o) for _, o in views for _ in range(2)]
     content = [to_original(string.ascii_uppercase[v.choices.index("whale")], o) for v, o in views for _ in range(2)]
     g_prior = Group.build(Q, ["A"] * 8, ext, answers=letter_prior)
@@ -45,6 +45,12 @@ def test_a_letter_prior_splits_the_vote_and_content_agreement_keeps_it():
     assert Group.build(Q, ["A"] * 8, ext).vote_stats().majority_ratio == 1.0
     assert g_prior.vote_stats().majority_ratio <= 0.5 and g_content.majority_answer == "B"
     assert g_content.vote_stats().majority_ratio == 1.0
+
+
+def test_the_original_order_is_not_always_seen_first():
+    """Ties go to the answer seen first: the original order must not always be first (it is the evaluation's)."""
+    firsts = [Trainer._shown(Q, 4, np.random.default_rng(s))[0][1] for s in range(40)]
+    assert 5 <= sum(o == (0, 1, 2, 3) for o in firsts) <= 20
 
 
 def test_items_without_options_are_sampled_as_before():

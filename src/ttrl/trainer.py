@@ -143,11 +143,15 @@ class Trainer:
 
     @staticmethod
     def _shown(query: Query, k: int, rng: np.random.Generator) -> list[View]:
-        """The k views of a query the rollouts see: option orders for a multiple-choice item, else itself k times."""
+        """The k views of a query the rollouts see: option orders for a multiple-choice item, else itself k times.
+        The views come in a random sequence: the vote breaks ties towards the answer seen first, and if that were
+        always the original order's, a pure letter prior ('A' in every view: a 2-2-2-2 tie) would be rewarded in
+        the original order every time, which is the order evaluation uses (measured: 81% 'A' after adapting)."""
         if k == 1 or not query.choices:
             return [(query, None)] * k
         orders = option_orders(len(query.choices), k, rng)
-        return [(reorder(query, o), o) for o in (orders[i % len(orders)] for i in range(k))]
+        orders = [orders[i % len(orders)] for i in range(k)]
+        return [(reorder(query, orders[i]), orders[i]) for i in rng.permutation(k)]
 
     def _answer(self, text: str, view: View) -> str | None:
         """The sample's answer in the original option order."""
