@@ -24,9 +24,9 @@ def one(share: bool, checkpointing: bool, prompts: int, n: int, tokens: int, pas
 
     import torch
 
+    from ttrl.backends.causal import CausalBackend
     from ttrl.config import ModelConfig
     from ttrl.data import Query
-    from ttrl.backends.causal import CausalBackend
     from ttrl.rollout import Completion
 
     def peak_mb():

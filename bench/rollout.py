@@ -42,9 +42,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4, help="rounds, each on new prompts and seed")
     args = ap.parse_args()
 
+    from ttrl.backends.causal import CausalBackend
     from ttrl.config import Config
     from ttrl.extractors import get_extractor
-    from ttrl.backends.causal import CausalBackend
     from ttrl.tasks import load_dataset
 
     cfg = Config()

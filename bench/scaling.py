@@ -47,8 +47,8 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ttrl.config import Config
     from ttrl.backends.causal import CausalBackend
+    from ttrl.config import Config
     from ttrl.tasks import load_dataset
     from ttrl.trainer import Trainer
 

@@ -15,8 +15,8 @@ import torch
 from ttrl.config import Config
 from ttrl.extractors import get_extractor
 from ttrl.rewards import Reward
-from ttrl.tasks import load_dataset
 from ttrl.seeds import derive
+from ttrl.tasks import load_dataset
 from ttrl.trainer import Trainer
 
 

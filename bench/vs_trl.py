@@ -18,8 +18,8 @@ import torch
 
 
 def ttrl_steps(cfg, queries_per_step, steps):
-    from ttrl.extractors import get_extractor
     from ttrl.backends.causal import CausalBackend
+    from ttrl.extractors import get_extractor
     from ttrl.rewards import Reward
     from ttrl.trainer import Trainer
 

@@ -35,8 +35,8 @@ def main() -> None:
 
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from ttrl.media import load_audio
     from ttrl.extractors.transcript import normalize_transcript
+    from ttrl.media import load_audio
     from ttrl.metrics import cer, wer
     from ttrl.rewards.mbr import mbr_rewards
     from ttrl.tasks import load_dataset

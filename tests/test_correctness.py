@@ -9,8 +9,8 @@ import torch
 
 from ttrl.config import Config, ConfigError, ModelConfig
 from ttrl.data import Dataset, Item, Query
-from ttrl.grpo import group_advantages, k3_kl
 from ttrl.engines.base import token_stats
+from ttrl.grpo import group_advantages, k3_kl
 from ttrl.rewards import Group, Reward, RewardContext
 from ttrl.session import resolve_answer_type
 

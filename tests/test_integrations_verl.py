@@ -19,8 +19,8 @@ import torch
 from verl import DataProto
 
 from ttrl.integrations.scoring import GroupScorer
-from ttrl.zoo import resolve_model
 from ttrl.rewards import all_rewards, register_reward
+from ttrl.zoo import resolve_model
 
 LABEL = "label-5150"
 _seen: list = []

@@ -35,8 +35,8 @@ def mean_reward(policy, reward, seed):
 
 
 def test_grpo_steps_raise_a_deterministic_reward(brevity_reward):
-    from ttrl.config import ModelConfig
     from ttrl.backends.causal import CausalBackend
+    from ttrl.config import ModelConfig
 
     policy = CausalBackend(ModelConfig(), need_reference=True)  # its own adapter: other tests see a fresh one
     before = mean_reward(policy, brevity_reward, seed=123)

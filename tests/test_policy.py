@@ -70,8 +70,8 @@ def test_reference_is_the_adapter_switched_off(policy):
 
 def test_adapter_init_follows_the_seed_not_the_global_generator():
     """The flaky-test cause of session 4: lora_A came from whatever the global generator held."""
-    from ttrl.config import ModelConfig
     from ttrl.backends.causal import CausalBackend
+    from ttrl.config import ModelConfig
 
     def lora_a(seed, global_seed):
         torch.manual_seed(global_seed)
@@ -86,8 +86,8 @@ def test_adapter_init_follows_the_seed_not_the_global_generator():
 
 
 def test_gradient_checkpointing_replays_the_layers_and_keeps_the_gradients():
-    from ttrl.config import ModelConfig
     from ttrl.backends.causal import CausalBackend
+    from ttrl.config import ModelConfig
     from ttrl.rollout import Completion
 
     policy = CausalBackend(ModelConfig(gradient_checkpointing=True), need_reference=False)
@@ -136,9 +136,9 @@ def test_checkpointing_refuses_models_with_dropout():
 
 
 def test_full_finetune_step_moves_weights_and_keeps_a_frozen_reference():
+    from ttrl.backends.causal import CausalBackend
     from ttrl.config import GRPOConfig, ModelConfig, SamplingConfig
     from ttrl.extractors import get_extractor
-    from ttrl.backends.causal import CausalBackend
     from ttrl.rewards import Reward
     from ttrl.trainer import Trainer
 

@@ -2,9 +2,9 @@
 import pytest
 
 from ttrl.config import Config, ConfigError
-from ttrl.rewards.base import build_params
 from ttrl.data import Query
 from ttrl.rewards import Group, Reward, RewardContext, all_rewards
+from ttrl.rewards.base import build_params
 from ttrl.rewards.mbr import MBRParams, mbr_rewards, similarity, similarity_matrix
 
 

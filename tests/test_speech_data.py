@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ttrl.media import AudioError, load_audio
 from ttrl.data import DataError, read_jsonl
+from ttrl.media import AudioError, load_audio
 from ttrl.tasks import load_dataset
 
 CLIP = Path(__file__).parent / "data" / "speech" / "sense_and_sensibility_0890.flac"

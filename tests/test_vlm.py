@@ -18,8 +18,7 @@ pytestmark = pytest.mark.slow
 def vlm_path():
     """The bundled tiny-vlm with its trained vision weights, or, before they are built, the same
     architecture with an untrained tower (the backend mechanics tested here do not need it to see)."""
-    from ttrl.zoo import tiny_vlm
-    from ttrl.zoo import cache_root, resolve_model
+    from ttrl.zoo import cache_root, resolve_model, tiny_vlm
 
     if tiny_vlm.ASSET.exists():
         return resolve_model("tiny-vlm")
@@ -31,8 +30,8 @@ def vlm_path():
 
 @pytest.fixture(scope="module")
 def vlm(vlm_path):
-    from ttrl.config import ModelConfig
     from ttrl.backends.vision import VisionBackend
+    from ttrl.config import ModelConfig
 
     return VisionBackend(ModelConfig(model=vlm_path), need_reference=True)
 

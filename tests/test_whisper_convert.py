@@ -84,8 +84,8 @@ def test_converted_model_transcribes_a_real_recording(name, prompt, eos):
     import torch
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from ttrl.media import load_audio
     from ttrl.extractors.transcript import normalize_transcript
+    from ttrl.media import load_audio
     from ttrl.metrics import wer
 
     torch.set_num_threads(1)

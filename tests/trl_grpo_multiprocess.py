@@ -21,8 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
 from ttrl.integrations.trl import trl_reward
-from ttrl.zoo import resolve_model
 from ttrl.rewards import all_rewards, register_reward
+from ttrl.zoo import resolve_model
 
 LABEL = "4242"  # in the data set's answer column; must never reach the reward
 PROMPTS = [[{"role": "user", "content": q}] for q in ("What is 13 + 29?", "What is 13 + 29?", "What is 7 - 4?")]

@@ -7,9 +7,10 @@ label cannot reach a reward or an update by accident (tests/test_label_isolation
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 class DataError(ValueError):

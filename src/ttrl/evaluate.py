@@ -1,7 +1,7 @@
 """Answering and scoring items. Labels are used here, and only here and in the protocols' metrics."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tqdm.auto import tqdm
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .data import Query
 from .extractors import Extractor, equivalence_classes

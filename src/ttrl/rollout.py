@@ -25,7 +25,7 @@ class Prompt:
     images: tuple[str, ...] = ()
     audio: tuple[str, ...] = ()  # speech models: the clip the decoder prompt transcribes
 
-    def __add__(self, suffix: str) -> "Prompt":  # prefill the reply, e.g. prompt + "Score:"
+    def __add__(self, suffix: str) -> Prompt:  # prefill the reply, e.g. prompt + "Score:"
         return Prompt(self.text + suffix, self.images, self.audio)
 
 

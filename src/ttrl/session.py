@@ -5,10 +5,10 @@ import dataclasses
 import logging
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -21,11 +21,11 @@ from .evaluate import make_scorer
 from .extractors import EXTRACTORS, Extractor, get_extractor
 from .rewards import Reward, RewardError
 from .rewards.base import build_params
-from .seeds import derive
-from .zoo import resolve_model
 from .runlog import RunDir
+from .seeds import derive
 from .tasks import load_dataset
 from .trainer import StepResult, Trainer
+from .zoo import resolve_model
 
 log = logging.getLogger(__name__)
 

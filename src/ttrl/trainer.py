@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,8 +18,8 @@ from .choice_orders import option_orders, reorder, to_original
 from .config import GRPOConfig, SafeguardConfig, SamplingConfig
 from .data import Query
 from .extractors import Extractor
-from .grpo import aggregate, group_advantages, grpo_token_loss, tis_weights
 from .group import Group, VoteStats
+from .grpo import aggregate, group_advantages, grpo_token_loss, tis_weights
 from .rewards import Reward, RewardContext
 from .rollout import Completion
 from .safeguards import gate_reason

@@ -9,8 +9,9 @@ that registers itself here (`register_backend`) and in `backends/__init__.py`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 

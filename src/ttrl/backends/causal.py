@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

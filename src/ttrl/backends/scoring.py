@@ -4,7 +4,7 @@ checkpointing that keeps the shared prompt pass."""
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer

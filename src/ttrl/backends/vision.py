@@ -6,7 +6,7 @@ LoRA adapts the language model; the vision tower stays frozen unless `train_visi
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..data import Query
 from ..media import load_image

@@ -5,8 +5,8 @@ two answers it calls equivalent are one vote.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 
 class Extractor:

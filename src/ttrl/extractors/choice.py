@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from .base import Extractor, register_extractor
 
@@ -23,7 +23,7 @@ def _letter_ok(text: str, m: re.Match) -> bool:
 
 def _last(pattern: str, text: str) -> str | None:
     # lower case only in brackets: "answer is (b)" is a letter, "answer is a" is an article
-    hits = [m for m in re.finditer(pattern, text, re.I | re.M)
+    hits = [m for m in re.finditer(pattern, text, re.IGNORECASE | re.MULTILINE)
             if (m[1].isupper() or text[m.start(1) - 1] in "([") and _letter_ok(text, m)]
     return hits[-1][1].upper() if hits else None
 

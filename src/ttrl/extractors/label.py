@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from .base import Extractor, register_extractor
 
-_MARKER = re.compile(r"\banswer\s*(?:is|:|=|would be|will be)\s*:?", re.I)
+_MARKER = re.compile(r"\banswer\s*(?:is|:|=|would be|will be)\s*:?", re.IGNORECASE)
 _ARTICLES = {"a", "an", "the"}
 # "The shape is a circle" -> "circle": a verbose model states the label after the last copula.
 _COPULA = re.compile(r"\b(?:is|are|was|were|would be|will be|looks like|appears to be|it['\u2019]s|that['\u2019]s)\b")

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 from .base import Extractor, register_extractor
 from .number import extract_number
 
-_MARKER = re.compile(r"\banswer\s*(?:is|:|=)\s*:?", re.I)
+_MARKER = re.compile(r"\banswer\s*(?:is|:|=)\s*:?", re.IGNORECASE)
 
 
 def last_boxed(text: str) -> str | None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Sequence
 
 from .base import Extractor, register_extractor
 
@@ -20,7 +20,7 @@ _MINUSES = str.maketrans({"\u2212": "-", "\ufe63": "-", "\uff0d": "-"})
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
 _FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 # "answer is", "Answer:", "answer =" (not "answer to 8 - 4 ..."), then the rest of that line.
-_MARKER = re.compile(r"\banswer\s*(?:is|:|=|would be|will be)[ \t]*:?", re.I)
+_MARKER = re.compile(r"\banswer\s*(?:is|:|=|would be|will be)[ \t]*:?", re.IGNORECASE)
 # "= 12" closing an equation: the number must not be followed by another operator ("= 12 + 5").
 _EQ_OP = re.compile(r"\s*[-+*/×÷^]\s*[\d(]")
 # "1. " / "2) " opening a line is a list marker, not an answer, unless nothing else is numeric.

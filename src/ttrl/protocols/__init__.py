@@ -1,7 +1,7 @@
 """Protocols decide which items are adapted on, when, and what is evaluated. Registered by name."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 PROTOCOLS: dict[str, Callable] = {}
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from ..config import ConfigError
 from ..data import Query
-from .base import Group, RewardContext, RewardOutput, register_reward
 from ..group import majority_class
+from .base import Group, RewardContext, RewardOutput, register_reward
 
 FAMILY = "prior_vote"
 GLOBAL = "global"

@@ -4,8 +4,9 @@ Sources register a prefix here; nothing else in the package knows data-source na
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..data import DataError, Dataset, read_jsonl
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset, DataError, Item, Query
+from ..data import DataError, Dataset, Item, Query
 from . import register_source
 
 QUESTION_TYPES = ("all", "color", "shape", "yesno")
