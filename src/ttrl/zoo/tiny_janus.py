@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 from . import register_model, resolve_model, save_folder
+from .tiny_vlm import chatml_template
 
 ASSET = Path(__file__).parent / "assets" / "tiny_janus.safetensors"
 CARD_NAME = "tiny_janus_card.json"
 BUILD_VERSION = 1  # bumped when `assemble` writes something else, so cached folders are rebuilt
-SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 SPECIAL = {"image_token": "<image_placeholder>", "boi_token": "<begin_of_image>", "eoi_token": "<end_of_image>"}
 TRAINED_PREFIXES = ("model.vision_model.", "model.aligner.", "model.vqmodel.", "model.generation_embeddings.",
                     "model.generation_aligner.", "model.generation_head.")
@@ -41,21 +41,7 @@ PIXEL_MEAN, PIXEL_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Janus' image process
 
 # SmolLM2's ChatML turns; an image part is one `<image_placeholder>`, which the Janus processor expands to
 # <begin_of_image> + num_image_tokens placeholders + <end_of_image>
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n' }}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '<image_placeholder>' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+CHAT_TEMPLATE = chatml_template("<image_placeholder>")
 
 
 @dataclass(frozen=True)

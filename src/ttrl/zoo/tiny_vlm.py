@@ -75,24 +75,28 @@ ASSET = DEFAULT.weights
 CARD_NAME = DEFAULT.card
 NUM_IMAGE_TOKENS = DEFAULT.image_tokens
 
-# SmolLM2's ChatML template, generalised: content is a string, or a list of {"type": "image"} and
-# {"type": "text", "text": ...} parts; each image part renders as one image token, which the processor
-# expands to one copy per image feature (`Tower.image_tokens`).
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n' }}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '" + IMAGE_TOKEN + "' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+def chatml_template(image_token: str) -> str:
+    """SmolLM2's ChatML template, generalised: content is a string, or a list of {"type": "image"} and
+    {"type": "text", "text": ...} parts; each image part renders as `image_token`, which the model's processor
+    expands (tiny-vlm: one copy per image feature, `Tower.image_tokens`; tiny-janus: Janus' image markers)."""
+    return (
+        "{% for message in messages %}"
+        "{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n' }}"
+        "{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}"
+        "{% else %}{% for part in message['content'] %}"
+        "{% if part['type'] == 'image' %}{{ '" + image_token + "' }}"
+        "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}"
+        "{{ '<|im_end|>\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+
+
+CHAT_TEMPLATE = chatml_template(IMAGE_TOKEN)
 
 
 # -- architecture ----------------------------------------------------------------------------------
