@@ -28,6 +28,10 @@ REWARDS = {  # row name -> reward flags; prior_vote is the answer-prior correcti
     "random": ["--reward", "random"],
     # option-order voting (choice_orders.py): the vote counts options across 4 orders, not letters
     "majority, 4 option orders": ["--reward", "majority", "--choice-orders", "4"],
+    # the format out of the reward: unparsable samples at advantage 0 (--unparsed neutral)
+    "majority, neutral unparsed": ["--reward", "majority", "--unparsed", "neutral"],
+    "majority, 4 option orders, neutral unparsed": ["--reward", "majority", "--choice-orders", "4",
+                                                    "--unparsed", "neutral"],
 }
 MC = ("majority", "ttrv", "prior_vote", "majority, 4 option orders", "random")
 

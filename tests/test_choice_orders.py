@@ -1,5 +1,6 @@
 """Option-order voting (choice_orders.py): orders, the letter mapping by hand, and the vote it gives."""
 import string
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -80,3 +81,24 @@ def test_a_real_step_votes_on_original_letters(policy):
     expect = [to_original(ext.extract(r, v.choices), o) for r, (v, o) in zip(res.group.responses,
                                                                             [views[0]] * 2 + [views[1]] * 2)]
     assert list(res.group.answers) == expect and res.group.query == Q
+    # the letter most samples wrote, whatever option it named in their order (the answer-prior monitor watches it)
+    written = [ext.extract(r, v.choices) for r, (v, _) in zip(res.group.responses, [views[0]] * 2 + [views[1]] * 2)]
+    counts = Counter(x for x in written if x is not None)
+    assert res.written == (counts.most_common(1)[0][0] if counts else None)
+
+
+def test_a_letter_written_everywhere_is_an_answer_prior_collapse_the_vote_cannot_see():
+    """Under option orders a model writing 'A' in every view splits the vote (no majority-answer collapse), but the
+    letters written all agree: the monitor's written-letter key fires on them."""
+    from ttrl.config import SafeguardConfig
+    from ttrl.prior_monitor import AnswerPriorMonitor
+    from ttrl.protocols.common import written_key
+
+    mon = AnswerPriorMonitor(SafeguardConfig(prior_window=16, prior_min_items=16),
+                             base_shares={"options:4": 0.4, written_key(Q): 0.4})
+    letters = "ABCD"
+    why = None
+    for i in range(16):  # the vote's majority answers spread over the letters, the written letter is always 'A'
+        why = mon.update([("options:4", letters[i % 4]), (written_key(Q), "A")])
+    assert why is not None and why.count("answer-prior collapse") == 1  # only the written letters collapsed
+    assert "'written:options:4'" in why and "'A'" in why

@@ -137,6 +137,10 @@ class GRPOConfig:
     adv_std: str = opt("unbiased", "group std in the advantage: unbiased (n - 1, as TRL's GRPOTrainer and verl) or "
                        "population (n)", ["unbiased", "population"])
     loss_agg: str = opt("token_mean", "token_mean over all trained tokens (DAPO/VERL default) or seq_mean (GRPO paper)", ["token_mean", "seq_mean"])
+    unparsed: str = opt("reward", "samples with no parsable answer: reward = trained on the reward they got (0 from a vote: "
+                        "the update then also teaches the answer format); neutral = advantage 0, so only the answer "
+                        "is rewarded, not its format (docs/results.md: a vote that rewards format shrinks reasoning "
+                        "to a bare letter, and a 135M model's bare letter is its letter prior)", ["reward", "neutral"])
     prompts_per_step: int = opt(4, "prompts (groups) per optimiser step", ge=1)
     micro_batch: int = opt(16, "sequences per forward/backward chunk (gradient accumulation)", ge=1)
     tis_cap: float = opt(2.0, "truncated importance sampling cap C (Yao et al. 2025): tokens from a rollout engine "

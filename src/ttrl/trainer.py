@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ class GroupResult:
     rewards: list[float]
     trained: bool
     gated: str | None = None  # why the gate kept this group out of the update
+    written: str | None = None  # the letter most samples wrote, in the order they were shown (option-order voting)
 
     @property
     def query_id(self) -> str:
@@ -90,11 +92,12 @@ class Trainer:
             idx = np.arange(len(comps))
             if s.n_train < s.n_votes:
                 idx = np.sort(self.rng.choice(len(comps), size=s.n_train, replace=False))
-            adv = None if gated else group_advantages(torch.tensor([out.rewards[i] for i in idx]), g.adv_eps,
+            trained = _neutral_unparsed(out.rewards, group.classes) if g.unparsed == "neutral" else out.rewards
+            adv = None if gated else group_advantages(torch.tensor([trained[i] for i in idx]), g.adv_eps,
                                                       g.scale_advantages, g.adv_std == "unbiased")
             if adv is not None:
                 train_items += [(comps[i], float(a)) for i, a in zip(idx, adv)]
-            results.append(GroupResult(group, out.rewards, adv is not None, gated))
+            results.append(GroupResult(group, out.rewards, adv is not None, gated, self._written(comps, vs)))
         t_reward = time.perf_counter()
 
         # 5. update
@@ -158,6 +161,15 @@ class Trainer:
         shown, order = view
         a = self.extractor.extract(text, shown.choices)
         return a if order is None else to_original(a, order)
+
+    def _written(self, comps: list[Completion], views: list[View]) -> str | None:
+        """With option orders, the letter most samples wrote whatever option it showed: a letter prior the vote
+        cannot see (it counts options) shows here. None without option orders."""
+        if views[0][1] is None:
+            return None
+        letters = [self.extractor.extract(c.text, v[0].choices) for c, v in zip(comps, views)]
+        counts = Counter(x for x in letters if x is not None)
+        return counts.most_common(1)[0][0] if counts else None
 
     def _logprobs(self, comps: list[Completion], reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(logp [B, T], mask [B, T]) of the completions' tokens under the policy (or the reference)."""
@@ -232,6 +244,16 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return UpdateStats(**sums)
+
+
+def _neutral_unparsed(rewards: list[float], classes) -> list[float]:
+    """Unparsable samples at the mean reward of the parsed ones: their advantage is 0, so the update neither
+    rewards nor punishes the answer format, only which answer was given."""
+    parsed = [r for r, c in zip(rewards, classes) if c is not None]
+    if not parsed:
+        return list(rewards)
+    mean = sum(parsed) / len(parsed)
+    return [r if c is not None else mean for r, c in zip(rewards, classes)]
 
 
 def _padded(rows: list[np.ndarray | None], like: torch.Tensor) -> torch.Tensor:

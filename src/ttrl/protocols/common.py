@@ -17,6 +17,14 @@ from ..stats import AdaptationState
 log = logging.getLogger(__name__)
 
 
+WRITTEN = "written:"
+
+
+def written_key(query: Query) -> str:
+    """The answer-prior monitor's key for the letters written under option orders (Trainer._written)."""
+    return WRITTEN + answer_set_key(query)
+
+
 class Adaptation:
     def __init__(self, sess):
         self.sess, self.cfg = sess, sess.cfg.safeguards
@@ -53,7 +61,9 @@ class Adaptation:
                 self.event("gate", g.gated, item=g.query_id)
         row = {**extra, **st.row(), **self.sess.label_metrics(result)}
         # collapse within groups (entropy, length) and across items (one answer for every item)
-        prior = self.prior.update([(answer_set_key(g.group.query), g.group.majority_answer) for g in result.groups]) \
+        # (with option orders the vote counts options, so the letters written are watched too: written_key)
+        prior = self.prior.update([(answer_set_key(g.group.query), g.group.majority_answer) for g in result.groups]
+                                  + [(written_key(g.group.query), g.written) for g in result.groups if g.written]) \
             if self.cfg.prior_monitor != "off" else None
         fired = [(kind, why, action) for kind, why, action in (("collapse", self.monitor.update(st), self.cfg.monitor),
                                                                 ("answer_prior", prior, self.cfg.prior_monitor)) if why]

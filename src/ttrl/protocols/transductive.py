@@ -16,7 +16,7 @@ from ..prior_monitor import base_shares_from, top_share
 from ..rewards.prior import answer_set_key
 from ..seeds import derive
 from . import register_protocol
-from .common import Adaptation
+from .common import WRITTEN, Adaptation
 
 
 def adapt_epochs(sess, adaptation: Adaptation, progress: dict, after_step=None) -> None:
@@ -83,6 +83,9 @@ def run_transductive(sess) -> dict:
     base_rows = out.read("base.jsonl")
     adaptation.prior.base.update(base_shares_from((answer_set_key(by_id[r["id"]].query), r["base_answer"])
                                                   for r in base_rows if r["id"] in by_id))
+    # greedy base answers see the original order, so they are also the base of the letters written
+    adaptation.prior.base.update({WRITTEN + k: v for k, v in list(adaptation.prior.base.items())
+                                  if not k.startswith(WRITTEN)})
 
     # 2. adaptation on K items: the trainer gets queries only
     adapt_epochs(sess, adaptation, progress)
