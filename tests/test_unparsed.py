@@ -21,3 +21,18 @@ def test_a_group_with_only_format_differences_carries_no_signal():
     rewards, classes = [1.0, 1.0, 0.0, 0.0], [0, 0, None, None]
     assert group_advantages(torch.tensor(_neutral_unparsed(rewards, classes))) is None
     assert _neutral_unparsed([0.0, 0.0], [None, None]) == [0.0, 0.0]  # nothing parsed: unchanged (the gate skips it)
+
+
+def test_balanced_advantages_by_hand():
+    """--balance-answers: each written answer's mean advantage over the step is removed (per answer set)."""
+    from ttrl.trainer import _balanced
+
+    items = [("a1", 1.0), ("a2", 1.0), ("a3", -1.0), ("b1", -1.0), ("b2", 1.0), ("u", -0.5), ("a_other_set", 2.0)]
+    keys = [("options:4", "A")] * 3 + [("options:4", "B")] * 2 + [("options:4", None), ("options:3", "A")]
+    out = dict(_balanced(items, keys))
+    assert out["a1"] == out["a2"] == 1.0 - 1 / 3 and out["a3"] == -1.0 - 1 / 3
+    assert out["b1"] == -1.0 and out["b2"] == 1.0  # B's mean is already 0
+    assert out["u"] == -0.5  # unparsable: untouched
+    assert out["a_other_set"] == 0.0  # 'A' among 3 options is another answer than 'A' among 4
+    # a step that pushes one letter up everywhere (the answer prior) leaves no net push on it
+    assert abs(sum(a for (_, a), k in zip(_balanced(items, keys), keys) if k == ("options:4", "A"))) < 1e-12

@@ -141,6 +141,9 @@ class GRPOConfig:
                         "the update then also teaches the answer format); neutral = advantage 0, so only the answer "
                         "is rewarded, not its format (docs/results.md: a vote that rewards format shrinks reasoning "
                         "to a bare letter, and a 135M model's bare letter is its letter prior)", ["reward", "neutral"])
+    balance_answers: bool = opt(False, "per-answer balanced advantages: subtract from each sample the step's mean "
+                                "advantage of the answer it wrote, so the update cannot shift one answer's share "
+                                "across items (an answer prior; issue 16, docs/results.md)")
     prompts_per_step: int = opt(4, "prompts (groups) per optimiser step", ge=1)
     micro_batch: int = opt(16, "sequences per forward/backward chunk (gradient accumulation)", ge=1)
     tis_cap: float = opt(2.0, "truncated importance sampling cap C (Yao et al. 2025): tokens from a rollout engine "

@@ -22,6 +22,7 @@ from .extractors import Extractor
 from .group import Group, VoteStats
 from .grpo import aggregate, group_advantages, grpo_token_loss, tis_weights
 from .rewards import Reward, RewardContext
+from .rewards.prior import answer_set_key
 from .rollout import Completion
 from .safeguards import gate_reason
 from .seeds import derive
@@ -77,9 +78,11 @@ class Trainer:
         t_sample = time.perf_counter()
 
         # 2. extract answers and their equivalence classes; 3. reward the whole group
-        results, train_items, diag_rows, votes = [], [], [], []
+        results, train_items, train_keys, diag_rows, votes = [], [], [], [], []
         for q, vs, comps in zip(queries, views, rollouts):
-            answers = [self._answer(c.text, v) for c, v in zip(comps, vs)]
+            # the answer as written in the view a sample saw, and as the option it names in the original order
+            written = [self.extractor.extract(c.text, v.choices) for c, (v, _) in zip(comps, vs)]
+            answers = [w if order is None else to_original(w, order) for w, (_, order) in zip(written, vs)]
             group = Group.build(q, [c.text for c in comps], self.extractor,
                                 [c.stats for c in comps] if comps[0].stats is not None else None, answers)
             out = self.reward(group, self.ctx)
@@ -97,7 +100,12 @@ class Trainer:
                                                       g.scale_advantages, g.adv_std == "unbiased")
             if adv is not None:
                 train_items += [(comps[i], float(a)) for i, a in zip(idx, adv)]
-            results.append(GroupResult(group, out.rewards, adv is not None, gated, self._written(comps, vs)))
+                train_keys += [(answer_set_key(q), written[i]) for i in idx]
+            top = Counter(w for w in written if w is not None).most_common(1)
+            results.append(GroupResult(group, out.rewards, adv is not None, gated,
+                                       top[0][0] if top and vs[0][1] is not None else None))
+        if g.balance_answers:
+            train_items = _balanced(train_items, train_keys)
         t_reward = time.perf_counter()
 
         # 5. update
@@ -155,21 +163,6 @@ class Trainer:
         orders = option_orders(len(query.choices), k, rng)
         orders = [orders[i % len(orders)] for i in range(k)]
         return [(reorder(query, orders[i]), orders[i]) for i in rng.permutation(k)]
-
-    def _answer(self, text: str, view: View) -> str | None:
-        """The sample's answer in the original option order."""
-        shown, order = view
-        a = self.extractor.extract(text, shown.choices)
-        return a if order is None else to_original(a, order)
-
-    def _written(self, comps: list[Completion], views: list[View]) -> str | None:
-        """With option orders, the letter most samples wrote whatever option it showed: a letter prior the vote
-        cannot see (it counts options) shows here. None without option orders."""
-        if views[0][1] is None:
-            return None
-        letters = [self.extractor.extract(c.text, v[0].choices) for c, v in zip(comps, views)]
-        counts = Counter(x for x in letters if x is not None)
-        return counts.most_common(1)[0][0] if counts else None
 
     def _logprobs(self, comps: list[Completion], reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(logp [B, T], mask [B, T]) of the completions' tokens under the policy (or the reference)."""
@@ -244,6 +237,19 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return UpdateStats(**sums)
+
+
+def _balanced(items: list[tuple[Completion, float]], keys: list[tuple]) -> list[tuple[Completion, float]]:
+    """Per-answer balanced advantages: from each sample's advantage, the step's mean advantage of the answer it
+    wrote (within its answer set) is subtracted, so no answer gains or loses on average across the step's items and
+    the update cannot move the answer marginal (an answer prior) to first order, while within-answer contrasts
+    (this answer is right here, not there) are kept. Unparsable samples (answer None) are left as they are."""
+    sums: dict[tuple, list[float]] = {}
+    for (_, a), k in zip(items, keys):
+        if k[1] is not None:
+            sums.setdefault(k, []).append(a)
+    means = {k: sum(v) / len(v) for k, v in sums.items()}
+    return [(c, a - means.get(k, 0.0) if k[1] is not None else a) for (c, a), k in zip(items, keys)]
 
 
 def _neutral_unparsed(rewards: list[float], classes) -> list[float]:
