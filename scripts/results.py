@@ -32,6 +32,8 @@ REWARDS = {  # row name -> reward flags; prior_vote is the answer-prior correcti
     "majority, neutral unparsed": ["--reward", "majority", "--unparsed", "neutral"],
     "majority, 4 option orders, neutral unparsed": ["--reward", "majority", "--choice-orders", "4",
                                                     "--unparsed", "neutral"],
+    # per-answer balanced advantages: no letter gains on average over a step (--balance-answers)
+    "majority, balanced answers, neutral unparsed": ["--reward", "majority", "--balance-answers", "true", "--unparsed", "neutral"],
 }
 MC = ("majority", "ttrv", "prior_vote", "majority, 4 option orders", "random")
 

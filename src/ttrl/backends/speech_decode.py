@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from ..config import ConfigError
-from ..engines.base import Decoded, SampleOptions, pick
+from ..engines.base import Decoded, DecodeRows, SampleOptions, pick
 from ..rollout import Completion
 
 
@@ -90,41 +90,22 @@ def sample(model, enc: torch.Tensor, prompt: list[int], n: int, opts: SampleOpti
     generator = None if opts.temperature is None else torch.Generator(device=device).manual_seed(opts.seed)
     eos = torch.tensor(sorted(opts.eos_ids), device=device)
     steps = opts.max_new_tokens
-    tokens = torch.zeros(rows, steps, dtype=torch.long, device=device)
-    stats = torch.zeros(3, rows, steps, device=device) if opts.want_stats else None
-    length = torch.zeros(rows, dtype=torch.long, device=device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    alive = torch.arange(rows, device=device)  # original row of each batch row
-    done = torch.zeros(rows, dtype=torch.bool, device=device)  # finished rows still in the batch
+    book = DecodeRows(rows, steps, device, opts.want_stats, prune_fraction)
     for t in range(steps):
         z = suppress.step(logits, first=t == 0)
         tok = pick(z, opts.temperature, opts.top_p, generator)
-        live = ~done
-        idx = alive[live]
-        tokens[idx, t] = tok[live]
-        length[idx] = t + 1
-        if stats is not None:
-            for k, s in enumerate(masked_token_stats(z[live], tok[live], opts.temperature)):
-                stats[k, idx, t] = s
-        ended = live & torch.isin(tok, eos)
-        finished[alive[ended]] = True
-        done |= ended
-        if bool(done.all()) or t == steps - 1:
+        if book.record(t, tok, eos, lambda live, z=z, k=tok: masked_token_stats(z[live], k[live], opts.temperature)) \
+                or t == steps - 1:
             break
-        if int(done.sum()) >= max(1, prune_fraction * len(alive)):
-            keep = (~done).nonzero().squeeze(-1)
+        keep = book.prune()
+        if keep is not None:
             cache.batch_select_indices(keep)
-            alive, tok, done = alive[keep], tok[keep], done[keep]
+            tok = tok[keep]
         # cross-attention reads its keys/values from the cache from here on; the states only need the batch shape
-        states = enc[:1].expand(len(alive), -1, -1)
+        states = enc[:1].expand(len(book.alive), -1, -1)
         out = model(encoder_outputs=(states,), decoder_input_ids=tok[:, None], cache=cache, use_cache=True)
         cache, logits = out.cache, out.logits[:, -1]
-    lens, toks = length.tolist(), tokens.tolist()
-    rows_stats = None
-    if stats is not None:
-        s = stats.cpu().numpy()
-        rows_stats = [tuple(s[k, r, :lens[r]] for k in range(3)) for r in range(rows)]
-    return Decoded([toks[r][:lens[r]] for r in range(rows)], finished.tolist(), rows_stats)
+    return book.decoded()
 
 
 def completion_logits(model, enc: torch.Tensor, completions: Sequence[Completion], owner: list[int], pad_id: int):

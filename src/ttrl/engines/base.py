@@ -57,6 +57,57 @@ class Decoded:
         return [rows[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
 
+class DecodeRows:
+    """The row bookkeeping of a batched decode loop, shared by every loop that decodes with a cache (engines/lean.py,
+    backends/speech_decode.py): what each original row drew, which rows finished, and which original row each
+    batch row is once finished rows have left the batch.
+
+    Finished rows leave once they make up `prune_fraction` of the batch: dropping them at every finish would copy
+    the cache more often than it saves."""
+
+    def __init__(self, rows: int, steps: int, device, want_stats: bool, prune_fraction: float = 0.25):
+        self.tokens = torch.zeros(rows, steps, dtype=torch.long, device=device)
+        self.stats = torch.zeros(3, rows, steps, device=device) if want_stats else None
+        self.length = torch.zeros(rows, dtype=torch.long, device=device)
+        self.finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.alive = torch.arange(rows, device=device)  # original row of each batch row
+        self.done = torch.zeros(rows, dtype=torch.bool, device=device)  # finished rows still in the batch
+        self.prune_fraction = prune_fraction
+
+    def record(self, t: int, tok: torch.Tensor, eos: torch.Tensor,
+               stats_of: Callable[[torch.Tensor], Sequence[torch.Tensor]] | None = None) -> bool:
+        """Token t of every batch row (finished rows' draws are ignored); stats_of(live mask) gives the 3 statistics
+        of the live rows. True once every row has finished."""
+        live = ~self.done
+        idx = self.alive[live]
+        self.tokens[idx, t] = tok[live]
+        self.length[idx] = t + 1
+        if self.stats is not None:
+            for k, s in enumerate(stats_of(live)):
+                self.stats[k, idx, t] = s
+        ended = live & torch.isin(tok, eos)
+        self.finished[self.alive[ended]] = True
+        self.done |= ended
+        return bool(self.done.all())
+
+    def prune(self) -> torch.Tensor | None:
+        """The batch rows to keep when enough have finished (the caller selects them in its cache and tensors),
+        else None."""
+        if int(self.done.sum()) < max(1, self.prune_fraction * len(self.alive)):
+            return None
+        keep = (~self.done).nonzero().squeeze(-1)
+        self.alive, self.done = self.alive[keep], self.done[keep]
+        return keep
+
+    def decoded(self) -> Decoded:
+        lens, toks = self.length.tolist(), self.tokens.tolist()
+        rows_stats = None
+        if self.stats is not None:
+            s = self.stats.cpu().numpy()
+            rows_stats = [tuple(s[k, r, :lens[r]] for k in range(3)) for r in range(len(lens))]
+        return Decoded([toks[r][:lens[r]] for r in range(len(lens))], self.finished.tolist(), rows_stats)
+
+
 class Engine:
     """Samples for one backend. `session()` wraps a whole generate call (weights prepared once for all its
     chunks); `sample` handles one chunk of prompts."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from .base import Decoded, Engine, SampleOptions, pick, positions, register_engine, token_stats
+from .base import Decoded, DecodeRows, Engine, SampleOptions, pick, positions, register_engine, token_stats
 
 
 class _PreallocatedLayer(DynamicLayer):
@@ -79,43 +79,21 @@ def sample(model, inputs: dict, n: int, *, temperature: float | None, top_p: flo
     generator = None if temperature is None else torch.Generator(device=device).manual_seed(seed)
     eos = torch.tensor(sorted(eos_ids), device=device)
 
-    tokens = torch.zeros(rows, max_new_tokens, dtype=torch.long, device=device)
-    stats = torch.zeros(3, rows, max_new_tokens, device=device) if want_stats else None
-    length = torch.zeros(rows, dtype=torch.long, device=device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    alive = torch.arange(rows, device=device)  # original row of each batch row
-    done_in_batch = torch.zeros(rows, dtype=torch.bool, device=device)  # finished rows still in the batch
-
+    book = DecodeRows(rows, max_new_tokens, device, want_stats, prune_fraction)
     for t in range(max_new_tokens):
         tok = pick(logits, temperature, top_p, generator)
-        live = ~done_in_batch
-        idx = alive[live]
-        tokens[idx, t] = tok[live]
-        length[idx] = t + 1
-        if stats is not None:
-            for k, s in enumerate(token_stats(logits[live], tok[live], temperature)):
-                stats[k, idx, t] = s
-        ended = live & torch.isin(tok, eos)
-        finished[alive[ended]] = True
-        done_in_batch |= ended
-        if bool(done_in_batch.all()) or t == max_new_tokens - 1:
+        if book.record(t, tok, eos, lambda live, z=logits, k=tok: token_stats(z[live], k[live], temperature)) \
+                or t == max_new_tokens - 1:
             break
-        if int(done_in_batch.sum()) >= max(1, prune_fraction * len(alive)):
-            keep = (~done_in_batch).nonzero().squeeze(-1)
+        keep = book.prune()
+        if keep is not None:
             cache.batch_select_indices(keep)
-            alive, tok, mask, next_pos = alive[keep], tok[keep], mask[keep], next_pos[keep]
-            done_in_batch = done_in_batch[keep]
+            tok, mask, next_pos = tok[keep], mask[keep], next_pos[keep]
         out = model(input_ids=tok[:, None], attention_mask=mask[:, :width + t + 1], position_ids=next_pos[:, None],
                     past_key_values=cache, use_cache=True)
         cache, logits = out.past_key_values, out.logits[:, -1]
         next_pos = next_pos + 1
-
-    lens, toks = length.tolist(), tokens.tolist()
-    rows_stats = None
-    if stats is not None:
-        s = stats.cpu().numpy()
-        rows_stats = [tuple(s[k, r, :lens[r]] for k in range(3)) for r in range(rows)]
-    return Decoded([toks[r][:lens[r]] for r in range(rows)], finished.tolist(), rows_stats)
+    return book.decoded()
 
 
 def _lean_fits(backend) -> str | None:
