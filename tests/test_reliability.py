@@ -350,11 +350,8 @@ def test_ctrl_c_then_torn_tail_then_resume(tmp_path):
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=3)
-    except subprocess.TimeoutExpired:  # rarely the first Ctrl-C is lost (seen once in a full-suite run): press again
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=300)
+    # one press: a press Python drops (in a finalizer) is raised again at the next row (run._catch_ctrl_c)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     said = [ln for ln in err.splitlines() if "ttrl: interrupted" in ln]
     assert said == [f"ttrl: interrupted; the work done so far is kept in {out}; continue with: ttrl run --resume {out}"]
@@ -420,3 +417,31 @@ def test_overwrite_clears_a_run_with_a_report_and_tracker_folders(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == [MARKER]
     (run / "mine").mkdir()
     assert folder_state(run) == "foreign"
+
+
+def test_a_ctrl_c_python_drops_is_raised_again_at_the_next_row(tmp_path):
+    """A KeyboardInterrupt raised inside a finalizer is printed and dropped by Python; the run's handler also marks
+    the press on the run folder, so the next row written raises it (the lost first press of the ctrl-c test)."""
+    import gc
+    import signal
+
+    from ttrl.config import Config
+    from ttrl.run import _catch_ctrl_c
+    from ttrl.runlog import RunDir
+
+    out = RunDir(tmp_path / "run", Config())
+    previous = _catch_ctrl_c(out)
+    try:
+        class Finalised:
+            def __del__(self):  # Ctrl-C pressed while Python runs this: the exception is "ignored"
+                signal.raise_signal(signal.SIGINT)
+
+        Finalised()
+        gc.collect()
+        assert out.interrupt_pending  # the KeyboardInterrupt itself was dropped ...
+        with pytest.raises(KeyboardInterrupt):  # ... and comes back at the next row
+            out.append("metrics.jsonl", {"step": 1})
+        out.append("metrics.jsonl", {"step": 1})  # once
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        out.close()

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import resource
+import signal
 import sys
+import threading
 import time
 
 from .config import Config
@@ -18,6 +20,7 @@ def run(cfg: Config, resume: bool = False) -> dict:
     protocol = get_protocol(cfg.protocol.protocol)
     out = RunDir(cfg.run.out, cfg, resume=resume)
     sess = None
+    previous = _catch_ctrl_c(out)
     try:
         out.logger = make_logger(cfg, out.path)
         sess = build_session(cfg, out, resume)
@@ -28,6 +31,8 @@ def run(cfg: Config, resume: bool = False) -> dict:
         out.write_json("summary.json", summary)
         return summary
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         out.close()
         if sess is not None and hasattr(sess.policy, "close"):
             sess.policy.close()
@@ -35,6 +40,21 @@ def run(cfg: Config, resume: bool = False) -> dict:
             from .report import report_quietly
 
             report_quietly(out.path)
+
+
+def _catch_ctrl_c(out: RunDir):
+    """Ctrl-C that is never lost. Python drops a KeyboardInterrupt raised while it runs a finalizer or a callback
+    from C ("Exception ignored in ..."), and the run then went on to finish as if never interrupted (seen once in the
+    test suite). So the handler also marks the press on the run folder, whose next row written raises it again.
+    Returns the previous handler (None off the main thread, where signals cannot be caught)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_sigint(signum, frame):
+        out.interrupt_pending = True
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, on_sigint)
 
 
 def peak_rss_mb() -> float:

@@ -123,6 +123,8 @@ class RunDir:
         self._files: dict[str, Any] = {}
         self.repairs: list[dict[str, Any]] = []  # torn rows dropped on resume, for events.jsonl
         self.logger = None  # an experiment tracker (ttrl.loggers) that also gets every row written
+        # set by run.run's Ctrl-C handler: the next row written raises KeyboardInterrupt again (see there)
+        self.interrupt_pending = False
         if resume:
             check_resumable(self.path)
             self._repair()
@@ -186,6 +188,9 @@ class RunDir:
                               "run cannot be resumed from it; start it again with --overwrite") from None
 
     def append(self, name: str, row: dict[str, Any]) -> None:
+        if self.interrupt_pending:
+            self.interrupt_pending = False
+            raise KeyboardInterrupt
         f = self._files.get(name)
         if f is None:
             f = self._files[name] = (self.path / name).open("a", encoding="utf-8")
