@@ -220,3 +220,21 @@ def test_bad_audio_and_images_are_reported_and_skipped(tmp_path, omni_path, quer
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [p["id"] for p in preds] == ["both", "frames"]
 
+
+
+@pytest.mark.parametrize("kind,answer_type", [("closed", "label"), ("open", "text")])
+def test_spoken_easy_vqa_run(tmp_path, omni_path, kind, answer_type):
+    """The built-in spoken easy-vqa task end to end: closed items scored as easy-vqa, open-ended ones also with
+    ROUGE-L and BLEU against the scene's reference sentence."""
+    from ttrl.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--model", omni_path, "--data", "easyvqa-spoken:test", "--task-args", json.dumps({"kind": kind}),
+                 "--task-size", "2", "--out", str(out), "--reward", "majority", "--adapt-size", "1", "--epochs", "1",
+                 "--n-votes", "2", "--n-train", "2", "--prompts-per-step", "1", "--base-maj-votes", "0",
+                 "--temperature", "1.0", "--max-new-tokens", "4", "--eval-max-new-tokens", "4"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["answer_type"] == answer_type and summary["n_eval"] == 2 and summary["steps"] == 1
+    assert 0 <= summary["base_rouge_l"] <= 1 and 0 <= summary["adapted_bleu"] <= 100
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert all(p["id"].startswith(f"test-{kind}-") for p in preds)
