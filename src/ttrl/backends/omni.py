@@ -13,6 +13,7 @@ the reference as the adapter switched off) is the causal backend's.
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -54,7 +55,9 @@ CHAT_TEMPLATE = (
 )
 
 
+@functools.cache
 def omni_processor_class():
+    """The class, defined on first use (transformers is imported lazily, as by the other backends)."""
     from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import Qwen2_5OmniProcessor
     from transformers.processing_utils import OmniModalProcessorMixin
 
@@ -120,7 +123,8 @@ class OmniScorer(Scorer):
 
 
 @register_backend("omni", help="audio-visual models on the Qwen2.5-Omni thinker (Qwen2_5OmniThinkerForConditional"
-                  "Generation: a Qwen2.5-Omni-3B/7B folder, tiny-omni): audio + images + text in, text out",
+                  "Generation: a Qwen2.5-Omni-3B/7B folder as released, or a thinker folder): audio + images + text in, "
+                  "text out",
                   priority=20, detect=lambda config: getattr(config, "model_type", None) in OMNI_TYPES)
 class OmniBackend(VisionBackend):
     modalities = frozenset({"image", "audio"})
