@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--eval", type=int, default=60, help="closed TEST items per condition")
+    ap.add_argument("--eval-open", type=int, default=30, help="open-ended TEST items per condition")
+    ap.add_argument("--save", default=None, help="safetensors file for the trained projectors")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -86,25 +88,26 @@ def main() -> None:
     train = (load_dataset("easyvqa-spoken:train", {"kind": "closed"}, 0, 0).items
              + load_dataset("easyvqa-spoken:train", {"kind": "open"}, 0, 0).items)
     test = load_dataset("easyvqa-spoken:test", {"kind": "closed"}, args.eval, 0).items
+    test_open = load_dataset("easyvqa-spoken:test", {"kind": "open"}, args.eval_open, 0).items
 
     # frozen encoders: each clip and image once
     t = time.time()
     audio = {}
     with torch.no_grad():
-        for it in train + test:
+        for it in train + test + test_open:
             wav = load_audio(it.query.audio[0])
             f = fe(wav, sampling_rate=16000, return_attention_mask=True, padding="max_length", return_tensors="pt")
             n = int(f["attention_mask"].sum())  # the clip's mel frames, as Qwen2.5-Omni's processor passes them
             audio[it.query.id] = encoder(f["input_features"][0, :, :n], feature_lens=torch.tensor([n]),
                                          aftercnn_lens=torch.tensor([(n - 1) // 2 + 1])).last_hidden_state
-    times["whisper_encoder_s_per_clip"] = (time.time() - t) / len(train + test)
+    times["whisper_encoder_s_per_clip"] = (time.time() - t) / len(train + test + test_open)
     t = time.time()
     towers = {}
     with torch.no_grad():
-        for it in train + test:
+        for it in train + test + test_open:
             px = proc.image_processor([load_image(it.query.images[0])], return_tensors="pt")["pixel_values"]
             towers[it.query.id] = vlm.model.vision_tower(pixel_values=px).last_hidden_state[0]  # 17 x 128, "full"
-    times["vision_tower_s_per_image"] = (time.time() - t) / len(train + test)
+    times["vision_tower_s_per_image"] = (time.time() - t) / len(train + test + test_open)
 
     a_proj = torch.nn.Linear(encoder.config.d_model, lm.config.hidden_size)  # the thinker's audio `proj`
     v_proj = vlm.model.multi_modal_projector.float()  # tiny-vlm's, trained into SmolLM2: a starting point
@@ -166,6 +169,12 @@ def main() -> None:
                   f"({time.time() - t:.0f} s)", flush=True)
     times["train_s_per_step"] = (time.time() - t) / max(1, args.steps)
 
+    if args.save:
+        from safetensors.torch import save_file
+
+        save_file({**{f"audio_proj.{k}": v.contiguous() for k, v in a_proj.state_dict().items()},
+                   **{f"vision_proj.{k}": v.contiguous() for k, v in v_proj.state_dict().items()}}, args.save)
+
     @torch.no_grad()
     def greedy(it, use_audio, use_image, max_new=6) -> str:
         e, _ = sequence(it, use_audio, use_image)
@@ -187,9 +196,20 @@ def main() -> None:
         acc[name] = sum(a == str(it.answer) for a, it in zip(answers, test)) / len(test)
         print(name, acc[name], answers[:8], flush=True)
     times["eval_s_per_item"] = (time.time() - t) / (3 * len(test))
+    from ttrl.metrics import rouge_l
+    from ttrl.tasks.easy_vqa_spoken import names_scene
+
+    open_scores = {}
+    for name, ua, ui in (("both", True, True), ("audio_removed", False, True), ("image_removed", True, False)):
+        answers = [greedy(it, ua, ui, max_new=16) for it in test_open]
+        open_scores[name] = {"names_colour_and_shape": sum(names_scene(a, it) for a, it in zip(answers, test_open))
+                             / len(test_open),
+                             "rouge_l": rouge_l(answers, [str(it.answer) for it in test_open])}
+        print(name, open_scores[name], answers[:4], flush=True)
     result = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "train_items": len(train),
               "eval_items": len(test), "seconds": {k: round(v, 3) for k, v in times.items()},
               "loss_curve": losses[::max(1, args.steps // 15)] + losses[-1:], "accuracy_closed_test": acc,
+              "open_test": open_scores, "eval_open_items": len(test_open),
               "trainable_parameters": sum(p.numel() for p in params)}
     print(json.dumps(result, indent=1))
     if args.out:
