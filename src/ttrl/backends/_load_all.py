@@ -1,2 +1,2 @@
 """Importing this module registers every built-in model backend."""
-from . import causal, speech, t2i, vision  # noqa: F401
+from . import causal, omni, speech, t2i, vision  # noqa: F401

@@ -154,7 +154,8 @@ class CausalBackend:
                                      derive(seed, "chunk", k), token_stats)
                 for prompt, rows in zip(chunk, self.engine.sample(chunk, n, opts)):
                     out.append([Completion(r.prompt_ids, r.ids, self.tokenizer.decode(r.ids, skip_special_tokens=True),
-                                           r.finished, r.stats, prompt.images, r.sampler_logprobs) for r in rows])
+                                           r.finished, r.stats, prompt.images, r.sampler_logprobs, prompt.audio)
+                                for r in rows])
         return out
 
     def close(self) -> None:

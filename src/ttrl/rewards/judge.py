@@ -90,7 +90,8 @@ def self_judge(group: Group, params: JudgeParams, ctx: RewardContext) -> RewardO
     question = user_message(Query(group.query.id, group.query.prompt, group.query.choices), "")
     prompts = [ctx.policy.render(Query(id=f"{group.query.id}/judge{i}",
                                        prompt=judge_prompt(question, anchor, r, params.max_chars),
-                                       images=group.query.images), JUDGE_INSTRUCTION) + params.prefill
+                                       images=group.query.images, audio=group.query.audio),
+                                 JUDGE_INSTRUCTION) + params.prefill
                for i, r in enumerate(group.responses)]
     out = ctx.policy.generate(prompts, 1, temperature=None, max_new_tokens=params.max_new_tokens,
                               batch_size=params.batch_size, seed=int(ctx.rng.integers(2**31)))

@@ -23,8 +23,8 @@ def register_source(prefix: str):
 
 
 def load_dataset(spec: str, task_args: dict[str, Any] | None = None, size: int = 200, seed: int = 0) -> Dataset:
-    from . import easy_vqa, olmo_eval, reasoning_gym, scenes, speech  # noqa: F401  (register "easyvqa", "bench", "rg",
-    # "scenes", "speech")
+    from . import easy_vqa, easy_vqa_spoken, olmo_eval, reasoning_gym, scenes, speech  # noqa: F401  (register "easyvqa",
+    # "easyvqa-spoken", "bench", "rg", "scenes", "speech")
 
     prefix, sep, name = spec.partition(":")
     if sep and prefix in SOURCES:
