@@ -36,9 +36,8 @@ def test_toy_build_loads_samples_and_trains(tmp_path, monkeypatch):
     assert 0 <= card["evaluation"]["open"]["both"]["rouge_l"] <= 1
 
     # `--model tiny-omni` resolves to a thinker folder assembled from the shipped weights (here: the toy ones)
-    import ttrl.zoo.tiny_omni as tiny_omni
     from ttrl.backends import backend_name
-    from ttrl.zoo import resolve_model
+    from ttrl.zoo import resolve_model, tiny_omni
 
     text, whisper = tiny_omni._text_folder(), tiny_omni._whisper_folder()  # the parts stay in the shared cache
     monkeypatch.setattr(tiny_omni, "_text_folder", lambda: text)

@@ -35,8 +35,9 @@ PATCH, MERGE, TEMPORAL = 14, 2, 2  # Qwen2.5-VL's patch side, 2x2 merge and temp
 class Arch:
     """The shapes of tiny-omni (docs/op_ttrav.md, design); stored in the weights file so assembly rebuilds them."""
 
-    image_side: int = field(default=112, metadata={
-        "help": "easy-vqa's 64x64 images are resized to this side (a multiple of 28): 112 -> 8x8 patches -> 16 tokens"})
+    image_side: int = field(default=56, metadata={
+        "help": "easy-vqa's 64x64 images resized to this side (a multiple of 28): 56 -> 4x4 patches (tiny-vlm's tower "
+                "sees 4x4) -> 4 LM tokens; 112 -> 16 tokens at ~3x the stage-1 cost"})
     vision_width: int = field(default=128, metadata={"help": "vision tower width (tiny-vlm's CLIP tower: 128)"})
     vision_layers: int = field(default=2, metadata={"help": "vision tower blocks (tiny-vlm's CLIP tower: 2)"})
     vision_heads: int = field(default=4, metadata={"help": "vision tower attention heads (tiny-vlm's: 4)"})
