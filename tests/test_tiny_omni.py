@@ -85,18 +85,29 @@ def test_toy_build_loads_samples_and_trains(tmp_path, monkeypatch):
 
 
 def test_same_seed_same_weights():
-    """The builder's parts are seeded: two toy builds of the model and one stage-2 step agree to the bit."""
+    """The builder's parts are seeded: two toy builds of the model and one stage-2 step agree to the bit; stage 1
+    moves the tower and merger, stage 2 (tower frozen by default) the merger and the audio proj only."""
     from ttrl.zoo.tiny_omni import Arch, build
     from ttrl.zoo.tiny_omni_train import Budget, pretrain_tower, train_projectors
 
     torch.set_num_threads(1)
     arch = Arch(image_side=56, vision_width=32, vision_layers=1, vision_heads=2, text_layers=1, audio_layers=1)
     budget = Budget(tower_epochs=1, tower_batch=4, tower_images=4, tower_eval_images=4, steps=1, batch=2, train_items=1)
+    trained = ("model.visual.", "model.audio_tower.proj.")
+
+    def snapshot(model):
+        return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(trained)}
+
     runs = []
     for _ in range(2):
         model, processor = build(arch, seed=3)
+        init = snapshot(model)
         pretrain_tower(model, processor, budget, seed=3, log=lambda _: None)
+        towered = snapshot(model)
         train_projectors(model, processor, budget, seed=3, log=lambda _: None)
-        runs.append({k: v.clone() for k, v in model.state_dict().items() if k.startswith(("model.visual.",
-                                                                                          "model.audio_tower.proj."))})
+        runs.append(snapshot(model))
     assert runs[0].keys() == runs[1].keys() and all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    moved = {k for k in init if not torch.equal(init[k], towered[k])}  # stage 1: the tower and merger
+    assert any(k.startswith("model.visual.blocks.") for k in moved) and "model.visual.merger.mlp.0.weight" in moved
+    moved = {k for k in towered if not torch.equal(towered[k], runs[1][k])}  # stage 2: the projectors only
+    assert moved == {k for k in towered if k.startswith(("model.visual.merger.", "model.audio_tower.proj."))}
