@@ -3,8 +3,8 @@ once into a Hugging Face folder under the cache and resolved by name.
 
 A zoo name resolves to a local folder; anything else is passed to transformers unchanged (a local folder, or
 a hub id on a machine that has the network). Each bundled model registers itself from its own file (gguf.py:
-smollm2-135m; tiny_vlm.py: tiny-vlm; whisper.py: whisper-base, whisper-tiny-en); `ttrl zoo` (cli.py) lists and
-builds them.
+smollm2-135m; tiny_vlm.py: tiny-vlm; tiny_janus.py: tiny-janus; tiny_omni.py: tiny-omni; whisper.py:
+whisper-base, whisper-tiny-en); `ttrl zoo` (cli.py) lists and builds them.
 """
 from __future__ import annotations
 

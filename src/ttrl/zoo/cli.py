@@ -3,6 +3,7 @@
     ttrl zoo list
     ttrl zoo build {tiny-vlm,tiny-vlm-v1} [--steps N] [--seed S] [--batch-size B] [--lr LR] [--out PATH] ...
     ttrl zoo build tiny-janus [--seed S] [--vq-steps N] [--und-steps N] [--gen-steps N] ... [--out PATH]
+    ttrl zoo build tiny-omni [--seed S] [--omni-steps N] [--omni-tower-epochs N] ... [--out PATH] [--folder DIR]
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
     sub = zoo.add_subparsers(dest="zoo_command", required=True)
     sub.add_parser("list", help="zoo names, their cache folders and whether they are built")
     build = sub.add_parser(
-        "build", help="train a bundled model's small parts (tiny-vlm, tiny-vlm-v1: vision tower + projector; tiny-janus) and write its weights and card",
+        "build", help="train a bundled model's small parts (tiny-vlm, tiny-vlm-v1: vision tower + projector; tiny-janus; tiny-omni) and write its weights and card",
         description="Train the model's CLIP tower (stage 1, tiny-vlm only: alone, classifying shape and colour) and "
                     "projector (stage 2: through frozen SmolLM2) on easy-vqa's train split, evaluate greedy and maj@N "
                     "through ttrl's vision backend on a fixed easy-vqa test subset, and write the weights "
                     "(safetensors) and the card beside them.")
-    build.add_argument("name", choices=[*sorted(BUILD_DEFAULTS), "tiny-janus"], help="the model to build")
+    build.add_argument("name", choices=[*sorted(BUILD_DEFAULTS), "tiny-janus", "tiny-omni"], help="the model to build")
     v2, v1 = BUILD_DEFAULTS["tiny-vlm"], BUILD_DEFAULTS["tiny-vlm-v1"]
 
     def dflt(key):
@@ -55,6 +56,7 @@ def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, default=None,
                        help="weights file to write (default: the model's package asset in zoo/assets)")
     _add_tiny_janus_options(build)
+    _add_tiny_omni_options(build)
     return zoo
 
 
@@ -71,7 +73,23 @@ def _add_tiny_janus_options(build) -> None:
             kw = {"nargs": "+", "type": int} if f.name == "vq_multipliers" else {"type": type(f.default)}
             grp.add_argument("--" + f.name.replace("_", "-"), dest=f"tj_{f.name}", default=f.default, metavar=f.name.upper(),
                              help=f"{f.metadata['help']} (default: {f.default})", **kw)
-    grp.add_argument("--folder", type=Path, default=None, help="also keep the assembled Janus folder here")
+    grp.add_argument("--folder", type=Path, default=None,
+                     help="also keep the assembled folder here (tiny-janus, tiny-omni; tiny-omni replaces it)")
+
+
+def _add_tiny_omni_options(build) -> None:
+    """tiny-omni's architecture and budget flags (--omni-*), generated from their dataclasses (zoo/tiny_omni*.py)."""
+    import dataclasses
+
+    from .tiny_omni import Arch
+    from .tiny_omni_train import Budget
+
+    grp = build.add_argument_group("tiny-omni (architecture and budget; defaults are the full build's)")
+    for cls in (Arch, Budget):
+        for f in dataclasses.fields(cls):
+            grp.add_argument("--omni-" + f.name.replace("_", "-"), dest=f"to_{f.name}", default=f.default,
+                             type=type(f.default), metavar=f.name.upper(),
+                             help=f"{f.metadata['help']} (default: {f.default})")
 
 
 def _list() -> int:
@@ -98,6 +116,8 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
         return _list()
     if ns.zoo_command == "build" and ns.name == "tiny-janus":
         return _build_tiny_janus(ns)
+    if ns.zoo_command == "build" and ns.name == "tiny-omni":
+        return _build_tiny_omni(ns)
     if ns.zoo_command == "build":
         from .tiny_vlm import TOWERS
         from .tiny_vlm_train import train
@@ -128,4 +148,21 @@ def _build_tiny_janus(ns: argparse.Namespace) -> int:
     card = train(arch, budget, seed=0 if ns.seed is None else ns.seed, out=out, folder=ns.folder, threads=ns.threads or 1)
     print(json.dumps({"weights": str(out), "train_seconds": card["training"]["train_seconds"],
                       "evaluation": card["evaluation"]}, indent=2))
+    return 0
+
+
+def _build_tiny_omni(ns: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .tiny_omni import ASSET, Arch
+    from .tiny_omni_train import Budget, train
+
+    pick = {k[3:]: v for k, v in vars(ns).items() if k.startswith("to_")}
+    arch = Arch(**{f.name: pick[f.name] for f in dataclasses.fields(Arch)})
+    budget = Budget(**{f.name: pick[f.name] for f in dataclasses.fields(Budget)})
+    out = Path(ns.out) if ns.out is not None else ASSET
+    card = train(arch, budget, seed=0 if ns.seed is None else ns.seed, out=out, folder=ns.folder, threads=ns.threads or 1)
+    print(json.dumps({"weights": str(out), "train_seconds": card["training"]["train_seconds"],
+                      "evaluation": {k: {c: v[c]["accuracy"] for c in v if c != "n"} for k, v in card["evaluation"].items()}},
+                     indent=2))
     return 0
