@@ -1,5 +1,5 @@
-"""Seconds per step of each tiny-janus build stage at the design's architecture and batches, 1 thread, and of the
-card's evaluation per prompt, to estimate the full build's time (docs/meta_ttrl.md). A few steps only.
+"""Seconds per step of each tiny-janus build stage at the default architecture and batches, 1 thread, and of the
+card's evaluation per prompt, to estimate a build's time at the most steps (docs/meta_ttrl.md). A few steps only.
 
     PYTHONPATH=src python scripts/tiny_janus_step_time.py [--steps 3]
 """
@@ -23,19 +23,22 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     arch, n = Arch(), args.steps
-    budget = T.Budget(vq_steps=n, und_steps=n, gen_steps=n, eval_n=args.eval_n)
+    budget = T.Budget(vq_steps=n, enc_steps=n, und_steps=n, gen_steps=n, eval_n=args.eval_n)
     specs = split("train")
     t = time.time()
     model, processor = build(arch, None, 0)
     model.requires_grad_(False)
     per_step = {"build": time.time() - t}
     per_step["vq"] = T.train_vq(model, arch, budget, specs, 0, None)["seconds"] / n
-    per_step["understanding"] = T.train_understanding(model, processor, arch, budget, specs, 0, None)["seconds"] / n
-    lora, small, st = T.train_generation(model, processor, arch, budget, specs, 0, None)
+    gen_lora, st = T.train_generation(model, processor, arch, budget, specs, 0, None)
     per_step["generation"] = st["seconds"] / n
+    per_step["encoder"] = T.pretrain_encoder(model, arch, budget, specs, 0, None)["seconds"] / n
+    und_lora, st = T.train_understanding(model, processor, arch, budget, specs, 0, None)
+    per_step["understanding"] = st["seconds"] / n
+    small = {k: v for k, v in model.state_dict().items() if k.startswith(T.TRAINED_PREFIXES)}
     with tempfile.TemporaryDirectory() as tmp:
         weights, folder = Path(tmp) / "w.safetensors", Path(tmp) / "folder"
-        T.save_weights({**small, **lora}, arch, weights)
+        T.save_weights({**small, **T.stack_lora(gen_lora, und_lora)}, arch, weights)
         t = time.time()
         assemble(folder, weights)
         per_step["assemble"] = time.time() - t
@@ -43,8 +46,8 @@ def main() -> None:
         T.evaluate(folder, arch, args.eval_n, 0)
         per_step["eval_per_prompt"] = (time.time() - t) / args.eval_n
     d = T.Budget()
-    total = (per_step["vq"] * d.vq_steps + per_step["understanding"] * d.und_steps
-             + per_step["generation"] * d.gen_steps + per_step["eval_per_prompt"] * d.eval_n)
+    total = (per_step["vq"] * d.vq_steps + per_step["generation"] * d.gen_steps + per_step["encoder"] * d.enc_steps
+             + per_step["understanding"] * d.und_steps + per_step["eval_per_prompt"] * d.eval_n)
     print(json.dumps({"seconds_per_step": per_step, "full_build_hours": total / 3600}, indent=2))
 
 

@@ -1,15 +1,21 @@
-"""Training tiny-janus from a seed (`ttrl zoo build tiny-janus`), in three stages on scenes of `scenes:train`, and
-its card (measured on `scenes:test`, never trained on).
+"""Training tiny-janus from a seed (`ttrl zoo build tiny-janus`), in stages on scenes of `scenes:train`, and its
+card (measured on `scenes:test`, never trained on).
 
 1. VQ tokenizer alone: L2 reconstruction + codebook / commitment loss (van den Oord et al. 2017) with the codes and
    encoder outputs l2-normalised (Janus' VQ decodes normalised codes: LlamaGen's tokenizer), unused codes
-   re-seeded from encoder outputs (a standard remedy for dead codes, Dhariwal et al. 2020, Jukebox).
-2. Understanding encoder + aligner, the LM frozen: balanced yes/no questions about drawn scenes (the rule rubric's
-   question forms on the true scene for "Yes", on a scene changed in one attribute for "No"), cross-entropy on the
-   answer token right after the prompt exactly as the t2i backend renders it.
-3. Generation: generation embeddings / aligner / head + a LoRA on the LM, next-image-token cross-entropy on
+   re-seeded from encoder outputs (a standard remedy for dead codes, Dhariwal et al. 2020, Jukebox); stops early
+   once the checker passes enough reconstructions of held-out drawings.
+2. Generation: generation embeddings / aligner / head + a LoRA on the LM, next-image-token cross-entropy on
    (prompt, VQ tokens of the drawn scene), the prompt replaced by the unconditional form 10% of the time (what
-   classifier-free guidance needs; Janus trains the same way).
+   classifier-free guidance needs; Janus trains the same way); the LoRA is then merged.
+3. Understanding: the encoder is first pre-trained alone on per-patch colour + shape labels (no LM pass: cheap),
+   then encoder + aligner + a second LoRA on balanced yes/no questions about drawn scenes (the rule rubric's
+   question forms on the true scene for "Yes", on a scene changed in one attribute for "No"), cross-entropy on the
+   answer token right after the prompt exactly as the t2i backend renders it, over the two answers (No, Yes): the
+   introspection score reads only P(Yes) / (P(Yes) + P(No)); stops early once a held-out probe passes.
+   Understanding comes last so the card's yes/no accuracy measures the LM as this stage left it.
+
+The two LoRAs ship as one set of factors per module (stack_lora), merged at assembly.
 
 Same seed, same weights: every batch, spec and drawing comes from seeded generators (seeds.derive), float32 on CPU.
 """
@@ -32,7 +38,19 @@ from ..data import Query
 from ..engines.base import positions
 from ..prompting import user_message
 from ..rubric import rule_rubric
-from ..scenes import PALETTE, SHAPES, DrawOptions, SceneSpec, Thing, check, draw, summarize
+from ..scenes import (
+    PALETTE,
+    SHAPES,
+    CheckOptions,
+    DrawOptions,
+    SceneSpec,
+    Thing,
+    check,
+    classify_shape,
+    colour_map,
+    draw,
+    summarize,
+)
 from ..seeds import derive
 from ..tasks.scenes import split
 from .tiny_janus import (
@@ -54,15 +72,32 @@ YES_NO = "Answer with Yes or No."  # the t2i backend's default ImageGenOptions.y
 
 @dataclass(frozen=True)
 class Budget:
-    vq_steps: int = field(default=3000, metadata={"help": "VQ tokenizer steps (design: a few thousand of batch 32)"})
-    vq_batch: int = field(default=32, metadata={"help": "scenes per VQ step"})
+    vq_steps: int = field(default=600, metadata={
+        "help": "most VQ tokenizer steps (probe: 0.6 s a step; 31%% of reconstructions passing after 900)"})
+    vq_batch: int = field(default=16, metadata={"help": "scenes per VQ step"})
     vq_lr: float = field(default=1e-3, metadata={"help": "VQ AdamW learning rate"})
     beta: float = field(default=0.25, metadata={"help": "commitment weight (van den Oord et al. 2017)"})
-    und_steps: int = field(default=800, metadata={
-        "help": "understanding steps (tiny-vlm's 300 x 16 reached only 59%% on yes/no; design: ~800)"})
+    vq_probe_every: int = field(default=100, metadata={
+        "help": "VQ steps between checks of the early stop (reconstructions of held-out train-split drawings)"})
+    vq_probe_n: int = field(default=32, metadata={"help": "drawings in the VQ early-stop probe (scenes:train specs)"})
+    vq_stop_pass: float = field(default=0.95, metadata={
+        "help": "stop VQ once this share of probe reconstructions fully passes the checker (the design's target)"})
+    und_steps: int = field(default=150, metadata={
+        "help": "most understanding steps, early-stopped by the probe (~6 s a step under load: the LM dominates)"})
     und_batch: int = field(default=16, metadata={"help": "yes/no questions per understanding step"})
     und_lr: float = field(default=1e-3, metadata={"help": "understanding AdamW learning rate (tiny-vlm's)"})
-    gen_steps: int = field(default=750, metadata={"help": "generation steps (design: ~6000 sequences)"})
+    enc_steps: int = field(default=600, metadata={
+        "help": "encoder pre-training steps on per-patch colour + shape labels (cheap: no LM in the loop)"})
+    enc_batch: int = field(default=32, metadata={"help": "drawings per encoder pre-training step"})
+    und_lora_r: int = field(default=8, metadata={
+        "help": "understanding LoRA rank on the LM (0: encoder + aligner only; the frozen LM alone plateaued at 72%% "
+                "yes/no, docs/meta_ttrl.md)"})
+    und_probe_every: int = field(default=25, metadata={
+        "help": "understanding steps between checks of the early stop (yes/no on held-out train-split drawings)"})
+    und_probe_n: int = field(default=64, metadata={"help": "questions in the understanding early-stop probe"})
+    und_stop_acc: float = field(default=0.9, metadata={
+        "help": "stop understanding once probe yes/no accuracy reaches this (margin over the card's 85%% target)"})
+    gen_steps: int = field(default=200, metadata={"help": "generation steps (~3 s a step under load: 10 min)"})
     gen_batch: int = field(default=8, metadata={"help": "(prompt, image) sequences per generation step"})
     gen_lr: float = field(default=1e-3, metadata={"help": "generation AdamW learning rate (head and LoRA)"})
     lora_r: int = field(default=16, metadata={"help": "generation LoRA rank on the LM (merged before shipping)"})
@@ -159,7 +194,8 @@ def train_vq(model, arch: Arch, budget: Budget, specs, seed: int, log) -> dict:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=budget.vq_lr, weight_decay=0.0)
     usage = torch.zeros(arch.codebook)
-    losses, t0 = [], time.time()
+    probe = scenes(specs, budget.vq_probe_n, derive(seed, "vq_probe"), arch.image_size)  # drawings never trained on
+    losses, curve, t0 = [], [], time.time()
     vq.train()
     for step in range(budget.vq_steps):
         x = pixels([im for _, im in scenes(specs, budget.vq_batch, derive(seed, "vq_batch", step), arch.image_size)])
@@ -180,11 +216,89 @@ def train_vq(model, arch: Arch, budget: Budget, specs, seed: int, log) -> dict:
             usage.zero_()
         if log and ((step + 1) % 100 == 0 or step == 0):
             log(f"vq step {step + 1}/{budget.vq_steps} loss {np.mean(losses[-100:]):.4f} ({time.time() - t0:.0f} s)")
+        if budget.vq_probe_every and (step + 1) % budget.vq_probe_every == 0:
+            passed = vq_probe(vq, arch, probe)
+            curve.append((step + 1, passed))
+            vq.train()
+            if log:
+                log(f"vq step {step + 1}: probe reconstructions passing {passed:.2f}")
+            if passed >= budget.vq_stop_pass:
+                break
     vq.eval().requires_grad_(False)
-    return {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-100:]))}
+    return {"seconds": time.time() - t0, "steps": step + 1, "final_loss": float(np.mean(losses[-100:])),
+            "probe_curve": curve}
+
+
+@torch.no_grad()
+def vq_probe(vq, arch: Arch, pairs) -> float:
+    """Share of `pairs`' reconstructions that fully pass the checker (eval mode)."""
+    vq.eval()
+    recon = to_images(vq_forward(vq, pixels([im for _, im in pairs]))[0])
+    return float(np.mean([check(im, spec, size=arch.image_size).full for (spec, _), im in zip(pairs, recon)]))
 
 
 # -- stage 2: understanding ------------------------------------------------------------------------------
+def patch_labels(image, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per patch of a drawn scene (grid x grid, row-major as the encoder's tokens): the palette colour and the shape
+    (classified from its blob by the checker's rule) covering most of it; len(PALETTE) / len(SHAPES) = background
+    when shapes cover under a tenth of the patch."""
+    from scipy import ndimage
+
+    px = np.asarray(image.convert("RGB"))
+    cmap = colour_map(px, CheckOptions().colour_tol)
+    smap = np.full(cmap.shape, len(SHAPES))
+    for k in range(len(PALETTE)):
+        labels, n = ndimage.label(cmap == k, structure=np.ones((3, 3)))
+        for j in range(1, n + 1):
+            ys, xs = np.nonzero(labels == j)
+            rmax = np.sqrt((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2).max() + 0.5
+            smap[ys, xs] = SHAPES.index(classify_shape(len(xs) / rmax**2))
+    side = px.shape[0] // grid
+    colours, shapes = [], []
+    for r in range(grid):
+        for c in range(grid):
+            cp, sp = cmap[r * side:(r + 1) * side, c * side:(c + 1) * side], smap[r * side:(r + 1) * side, c * side:(c + 1) * side]
+            fg = cp >= 0
+            if fg.mean() < 0.1:
+                colours.append(len(PALETTE))
+                shapes.append(len(SHAPES))
+            else:
+                colours.append(int(np.bincount(cp[fg], minlength=len(PALETTE)).argmax()))
+                shapes.append(int(np.bincount(sp[fg], minlength=len(SHAPES) + 1)[:len(SHAPES)].argmax()))
+    return np.array(colours), np.array(shapes)
+
+
+def pretrain_encoder(model, arch: Arch, budget: Budget, specs, seed: int, log) -> dict:
+    """The understanding encoder alone, with a linear probe (discarded) predicting every patch's colour and shape:
+    the visual features cost no LM pass here, so the LM stage only has to learn to read them."""
+    enc = model.model.vision_model
+    enc.requires_grad_(True)
+    torch.manual_seed(derive(seed, "enc_head"))
+    head = torch.nn.Linear(arch.vision_width, len(PALETTE) + 1 + len(SHAPES) + 1)
+    params = [*enc.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=budget.und_lr, weight_decay=0.0)
+    losses, hits, t0 = [], [], time.time()
+    for step in range(budget.enc_steps):
+        pairs = scenes(specs, budget.enc_batch, derive(seed, "enc_batch", step), arch.image_size)
+        labels = [patch_labels(im, arch.grid) for _, im in pairs]
+        colours = torch.tensor(np.stack([c for c, _ in labels])).flatten()
+        shapes = torch.tensor(np.stack([s for _, s in labels])).flatten()
+        out = head(enc(pixels([im for _, im in pairs])).last_hidden_state).flatten(0, 1)
+        c_logits, s_logits = out[:, :len(PALETTE) + 1], out[:, len(PALETTE) + 1:]
+        loss = F.cross_entropy(c_logits, colours) + F.cross_entropy(s_logits, shapes)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        hits.append(((c_logits.argmax(-1) == colours) & (s_logits.argmax(-1) == shapes)).float().mean().item())
+        if log and ((step + 1) % 100 == 0 or step == 0):
+            log(f"encoder step {step + 1}/{budget.enc_steps} loss {np.mean(losses[-100:]):.4f} "
+                f"patch acc {np.mean(hits[-100:]):.3f} ({time.time() - t0:.0f} s)")
+    enc.requires_grad_(False)
+    return {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-100:])) if losses else None,
+            "patch_accuracy": float(np.mean(hits[-100:])) if hits else None}
+
+
 def yes_no_prompts(processor, questions) -> list[str]:
     """The prompts exactly as the t2i backend renders them for yes_probability."""
     return [processor.apply_chat_template(
@@ -194,22 +308,24 @@ def yes_no_prompts(processor, questions) -> list[str]:
 
 
 def train_understanding(model, processor, arch: Arch, budget: Budget, specs, seed: int, log) -> dict:
+    """Returns (LoRA factors, stats); the LoRA is merged into `model`'s LM, the encoder + aligner train in `model`."""
     tok = processor.tokenizer
     yes, no = tok.encode("Yes", add_special_tokens=False)[0], tok.encode("No", add_special_tokens=False)[0]
-    parts = [model.model.vision_model, model.model.aligner]
-    params = [p for m in parts for p in m.parameters()]
-    for p in params:
-        p.requires_grad_(True)
+    peft_model = with_lora(model, budget.und_lora_r, derive(seed, "und_lora_init")) if budget.und_lora_r else None
+    for m in (model.model.vision_model, model.model.aligner):
+        m.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=budget.und_lr, weight_decay=0.0)
-    losses, hits, t0 = [], [], time.time()
+    probe = questions_for(scenes(specs, budget.und_probe_n, derive(seed, "und_probe"), arch.image_size),
+                          derive(seed, "und_probe_questions"))  # drawings never trained on
+    losses, hits, curve, t0 = [], [], [], time.time()
     for step in range(budget.und_steps):
         pairs = scenes(specs, budget.und_batch, derive(seed, "und_batch", step), arch.image_size)
         triples = questions_for(pairs, derive(seed, "und_questions", step))
-        enc = processor(text=yes_no_prompts(processor, [q for _, q, _ in triples]), images=[im for im, _, _ in triples],
-                        return_tensors="pt", padding=True)
-        logits = model(**enc, position_ids=positions(enc["attention_mask"]), logits_to_keep=1).logits[:, -1].float()
+        logits = yes_no_logits(model, processor, triples)
         target = torch.tensor([yes if a else no for _, _, a in triples])
-        loss = F.cross_entropy(logits, target)
+        # two-way cross-entropy over (No, Yes): the introspection score reads only P(Yes) / (P(Yes) + P(No))
+        loss = F.cross_entropy(logits[:, [no, yes]], (target == yes).long())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -219,9 +335,28 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
         if log and ((step + 1) % 50 == 0 or step == 0):
             log(f"understanding step {step + 1}/{budget.und_steps} loss {np.mean(losses[-50:]):.4f} "
                 f"train acc {np.mean(hits[-50 * budget.und_batch:]):.2f} ({time.time() - t0:.0f} s)")
-    for p in params:
-        p.requires_grad_(False)
-    return {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-50:]))}
+        if budget.und_probe_every and (step + 1) % budget.und_probe_every == 0:
+            with torch.no_grad():
+                acc = float(np.mean([(lg[yes] > lg[no]).item() == a for i in range(0, len(probe), budget.und_batch)
+                                     for lg, (_, _, a) in zip(yes_no_logits(model, processor,
+                                                                           probe[i:i + budget.und_batch]),
+                                                              probe[i:i + budget.und_batch])]))
+            curve.append((step + 1, acc))
+            if log:
+                log(f"understanding step {step + 1}: probe yes/no accuracy {acc:.2f} ({time.time() - t0:.0f} s)")
+            if acc >= budget.und_stop_acc:
+                break
+    lora = merged(peft_model) if peft_model is not None else {}
+    model.requires_grad_(False)
+    return lora, {"seconds": time.time() - t0, "steps": step + 1, "final_loss": float(np.mean(losses[-50:])),
+                  "probe_curve": curve}
+
+
+def yes_no_logits(model, processor, triples) -> torch.Tensor:
+    """Next-token logits [B, V] after each (image, question) prompt, rendered as the t2i backend renders it."""
+    enc = processor(text=yes_no_prompts(processor, [q for _, q, _ in triples]), images=[im for im, _, _ in triples],
+                    return_tensors="pt", padding=True)
+    return model(**enc, position_ids=positions(enc["attention_mask"]), logits_to_keep=1).logits[:, -1].float()
 
 
 # -- stage 3: generation ---------------------------------------------------------------------------------
@@ -241,12 +376,8 @@ def generation_loss(base, processor, prompts: list[str], tokens: torch.Tensor, u
 
 
 def train_generation(model, processor, arch: Arch, budget: Budget, specs, seed: int, log):
-    """Returns (LoRA factors {lora.<module>.A/B} with the scale folded into B, stats); the head trains in `model`."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(derive(seed, "lora_init"))
-    peft_model = get_peft_model(model, LoraConfig(r=budget.lora_r, lora_alpha=2 * budget.lora_r, lora_dropout=0.0,
-                                                  target_modules=r".*language_model.*\.(q|k|v|o|gate|up|down)_proj"))
+    """Returns (LoRA factors, stats); the LoRA is merged into `model`'s LM, the generation head trains in `model`."""
+    peft_model = with_lora(model, budget.lora_r, derive(seed, "lora_init"))
     base = peft_model.get_base_model()
     heads = [base.model.generation_embeddings, base.model.generation_aligner, base.model.generation_head]
     for p in (p for m in heads for p in m.parameters()):
@@ -269,10 +400,39 @@ def train_generation(model, processor, arch: Arch, budget: Budget, specs, seed: 
         losses.append(loss.item())
         if log and ((step + 1) % 50 == 0 or step == 0):
             log(f"generation step {step + 1}/{budget.gen_steps} loss {np.mean(losses[-50:]):.4f} ({time.time() - t0:.0f} s)")
+    lora = merged(peft_model)
+    model.requires_grad_(False)
+    return lora, {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-50:])), "lora_modules": len(lora) // 2}
+
+
+LORA_TARGETS = r".*language_model.*\.(q|k|v|o|gate|up|down)_proj"  # every projection of the LM's layers
+
+
+def with_lora(model, r: int, seed: int):
+    """`model` with a fresh LoRA (rank r, alpha 2r) on every LM projection, seeded; only the LoRA trains."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=LORA_TARGETS))
+
+
+def merged(peft_model) -> dict[str, torch.Tensor]:
+    """The LoRA's factors (lora_factors), then the LoRA merged into the wrapped model's weights and removed, so the
+    next stage trains on top of it."""
     lora = lora_factors(peft_model)
-    small = {k: v.detach().clone() for k, v in base.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
-    return lora, small, {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-50:])),
-                         "lora_modules": len(lora) // 2}
+    peft_model.merge_and_unload()
+    return lora
+
+
+def stack_lora(*factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One set of factors whose B @ A is the sum of the given sets' (A stacked by rows, B by columns), so the
+    shipped file keeps one LoRA pair per module whatever the number of stages that trained one."""
+    out = {}
+    for key in sorted({k[:-2] for f in factors for k in f}):
+        pairs = [(f[key + ".A"], f[key + ".B"]) for f in factors if key + ".A" in f]
+        out[key + ".A"] = torch.cat([a for a, _ in pairs], 0)
+        out[key + ".B"] = torch.cat([b for _, b in pairs], 1)
+    return out
 
 
 def lora_factors(peft_model) -> dict[str, torch.Tensor]:
@@ -324,9 +484,13 @@ def train(arch: Arch | None = None, budget: Budget | None = None, seed: int = 0,
     model.requires_grad_(False)
     specs = split("train")
     stats = {"vq": train_vq(model, arch, budget, specs, seed, log)}
-    stats["understanding"] = train_understanding(model, processor, arch, budget, specs, seed, log)
-    lora, small, stats["generation"] = train_generation(model, processor, arch, budget, specs, seed, log)
-    save_weights({**small, **lora}, arch, out)
+    # generation before understanding: the card's yes/no accuracy (>= 85% required) then measures the LM as the
+    # understanding stage left it; the generation score measures what its LoRA did to drawing
+    gen_lora, stats["generation"] = train_generation(model, processor, arch, budget, specs, seed, log)
+    stats["encoder"] = pretrain_encoder(model, arch, budget, specs, seed, log)
+    und_lora, stats["understanding"] = train_understanding(model, processor, arch, budget, specs, seed, log)
+    small = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
+    save_weights({**small, **stack_lora(gen_lora, und_lora)}, arch, out)
     train_seconds = time.time() - t0
     del model
     t1 = time.time()
