@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backends.t2i import image_prompt_ids, left_padded, unconditional
+from ..backends.t2i import NO_WORDS, YES_WORDS, image_prompt_ids, left_padded, unconditional
 from ..data import Query
 from ..engines.base import positions
 from ..prompting import user_message
@@ -310,7 +310,14 @@ def yes_no_prompts(processor, questions) -> list[str]:
 def train_understanding(model, processor, arch: Arch, budget: Budget, specs, seed: int, log) -> dict:
     """Returns (LoRA factors, stats); the LoRA is merged into `model`'s LM, the encoder + aligner train in `model`."""
     tok = processor.tokenizer
-    yes, no = tok.encode("Yes", add_special_tokens=False)[0], tok.encode("No", add_special_tokens=False)[0]
+    # every single-token spelling the t2i backend sums into P(Yes) and P(No) (t2i.YES_WORDS / NO_WORDS): trained on
+    # "Yes"/"No" alone, the other spellings kept most of the mass and every score read near 0 (session 8's build)
+    spell = [sorted({i[0] for w in words for i in [tok.encode(w, add_special_tokens=False)] if len(i) == 1})
+             for words in (NO_WORDS, YES_WORDS)]
+
+    def two_way(lg: torch.Tensor) -> torch.Tensor:  # [B, V] -> [B, 2] log-mass of (No, Yes)
+        return torch.stack([lg[:, ids].logsumexp(-1) for ids in spell], dim=-1)
+
     peft_model = with_lora(model, budget.und_lora_r, derive(seed, "und_lora_init")) if budget.und_lora_r else None
     for m in (model.model.vision_model, model.model.aligner):
         m.requires_grad_(True)
@@ -322,24 +329,24 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
     for step in range(budget.und_steps):
         pairs = scenes(specs, budget.und_batch, derive(seed, "und_batch", step), arch.image_size)
         triples = questions_for(pairs, derive(seed, "und_questions", step))
-        logits = yes_no_logits(model, processor, triples)
-        target = torch.tensor([yes if a else no for _, _, a in triples])
+        logits = two_way(yes_no_logits(model, processor, triples))
+        target = torch.tensor([int(a) for _, _, a in triples])
         # two-way cross-entropy over (No, Yes): the introspection score reads only P(Yes) / (P(Yes) + P(No))
-        loss = F.cross_entropy(logits[:, [no, yes]], (target == yes).long())
+        loss = F.cross_entropy(logits, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
-        hits += ((logits[:, yes] > logits[:, no]) == (target == yes)).tolist()
+        hits += ((logits[:, 1] > logits[:, 0]) == target.bool()).tolist()
         if log and ((step + 1) % 50 == 0 or step == 0):
             log(f"understanding step {step + 1}/{budget.und_steps} loss {np.mean(losses[-50:]):.4f} "
                 f"train acc {np.mean(hits[-50 * budget.und_batch:]):.2f} ({time.time() - t0:.0f} s)")
         if budget.und_probe_every and (step + 1) % budget.und_probe_every == 0:
             with torch.no_grad():
-                acc = float(np.mean([(lg[yes] > lg[no]).item() == a for i in range(0, len(probe), budget.und_batch)
-                                     for lg, (_, _, a) in zip(yes_no_logits(model, processor,
-                                                                           probe[i:i + budget.und_batch]),
+                acc = float(np.mean([(lg[1] > lg[0]).item() == a for i in range(0, len(probe), budget.und_batch)
+                                     for lg, (_, _, a) in zip(two_way(yes_no_logits(model, processor,
+                                                                                   probe[i:i + budget.und_batch])),
                                                               probe[i:i + budget.und_batch])]))
             curve.append((step + 1, acc))
             if log:
