@@ -139,6 +139,9 @@ def test_zoo_cli_parses_build_options():
     assert p.parse_args(["zoo", "list"]).zoo_command == "list"
     ns = p.parse_args(["zoo", "build", "tiny-vlm-v1"])
     assert (ns.name, ns.steps, ns.pretrain_epochs) == ("tiny-vlm-v1", None, None)  # the model's own defaults apply
+    # every help text formats (a '%' in a dataclass field's help once crashed `ttrl zoo build -h`)
+    assert "--omni-steps" in p._subparsers._group_actions[0].choices["zoo"]._subparsers._group_actions[0] \
+        .choices["build"].format_help()
 
 
 def test_shipped_v1_card_states_accuracies_in_band():

@@ -72,7 +72,7 @@ def _add_tiny_janus_options(build) -> None:
         for f in dataclasses.fields(cls):
             kw = {"nargs": "+", "type": int} if f.name == "vq_multipliers" else {"type": type(f.default)}
             grp.add_argument("--" + f.name.replace("_", "-"), dest=f"tj_{f.name}", default=f.default, metavar=f.name.upper(),
-                             help=f"{f.metadata['help']} (default: {f.default})", **kw)
+                             help=f"{f.metadata['help']} (default: {f.default})".replace('%', '%%'), **kw)
     grp.add_argument("--folder", type=Path, default=None,
                      help="also keep the assembled folder here (tiny-janus, tiny-omni; tiny-omni replaces it)")
 
@@ -89,7 +89,7 @@ def _add_tiny_omni_options(build) -> None:
         for f in dataclasses.fields(cls):
             grp.add_argument("--omni-" + f.name.replace("_", "-"), dest=f"to_{f.name}", default=f.default,
                              type=type(f.default), metavar=f.name.upper(),
-                             help=f"{f.metadata['help']} (default: {f.default})")
+                             help=f"{f.metadata['help']} (default: {f.default})".replace('%', '%%'))
 
 
 def _list() -> int:
