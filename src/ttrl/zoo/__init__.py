@@ -8,6 +8,7 @@ whisper-base, whisper-tiny-en); `ttrl zoo` (cli.py) lists and builds them.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -38,6 +39,38 @@ def save_folder(out: Path, *parts) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_parts(tensors: dict, path: Path, model: str, arch_json: str) -> None:
+    """A built model's trained parts as float32 safetensors, with the architecture in the metadata; atomic."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata={"format": "pt", "model": model, "arch": arch_json})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def load_parts(path: Path, prefixes: tuple[str, ...], what: str) -> tuple[dict, str]:
+    """(tensors, architecture JSON) of a save_parts file; a tensor outside `prefixes` is an error naming `what`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        arch_json = f.metadata()["arch"]
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    bad = [k for k in tensors if not k.startswith(prefixes)]
+    if bad:
+        raise RuntimeError(f"{path} holds weights other than {what}: {bad[:5]}")
+    return tensors, arch_json
+
+
+def asset_folder(name: str, asset: Path, version: int) -> str:
+    """Cache folder name of a model assembled from a shipped asset: new weights or a new build version rebuild it."""
+    if not asset.exists():
+        raise FileNotFoundError(f"model {name!r} needs its trained weights {asset}: run `ttrl zoo build {name}`")
+    return f"{name}-{hashlib.sha256(asset.read_bytes() + f'v{version}'.encode()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)

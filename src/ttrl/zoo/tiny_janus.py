@@ -19,15 +19,13 @@ SmolLM2 into a folder any Janus loader (the t2i backend) reads.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import register_model, resolve_model, save_folder
+from . import asset_folder, load_parts, register_model, resolve_model, save_folder, save_parts
 from .tiny_vlm import chatml_template
 
 ASSET = Path(__file__).parent / "assets" / "tiny_janus.safetensors"
@@ -177,26 +175,12 @@ def merge_lora(model, trained: dict[str, torch.Tensor]) -> None:
 
 
 def save_weights(tensors: dict[str, torch.Tensor], arch: Arch, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"format": "pt", "model": "ttrl tiny-janus small parts + generation LoRA", "arch": arch.to_json()})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    save_parts(tensors, path, "ttrl tiny-janus small parts + generation LoRA", arch.to_json())
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], Arch]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        arch = Arch.from_json(f.metadata()["arch"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
-    bad = [k for k in tensors if not k.startswith(TRAINED_PREFIXES + (LORA_PREFIX,))]
-    if bad:
-        raise RuntimeError(f"{path} holds weights other than tiny-janus' small parts and LoRA: {bad[:5]}")
-    return tensors, arch
+    tensors, arch_json = load_parts(path, TRAINED_PREFIXES + (LORA_PREFIX,), "tiny-janus' small parts and LoRA")
+    return tensors, Arch.from_json(arch_json)
 
 
 def assemble(out_dir: Path, weights: Path) -> Path:
@@ -208,10 +192,7 @@ def assemble(out_dir: Path, weights: Path) -> Path:
 
 
 def _folder() -> str:
-    if not ASSET.exists():
-        raise FileNotFoundError(f"model 'tiny-janus' needs its trained weights {ASSET}: run `ttrl zoo build tiny-janus`")
-    digest = hashlib.sha256(ASSET.read_bytes() + f"v{BUILD_VERSION}".encode()).hexdigest()[:10]
-    return f"tiny-janus-{digest}"
+    return asset_folder("tiny-janus", ASSET, BUILD_VERSION)
 
 
 @register_model("tiny-janus", folder=_folder, help="Janus-architecture SmolLM2-135M + a small VQ tokenizer, "

@@ -15,15 +15,13 @@ Only the trained parts ship (zoo/assets/tiny_omni.safetensors, with the architec
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import register_model, resolve_model, save_folder
+from . import asset_folder, load_parts, register_model, resolve_model, save_folder, save_parts
 
 ASSET = Path(__file__).parent / "assets" / "tiny_omni.safetensors"
 BUILD_VERSION = 1  # bumped when `assemble` writes something else, so cached folders are rebuilt
@@ -181,27 +179,12 @@ def build(arch: Arch | None = None, trained: dict[str, torch.Tensor] | None = No
 
 
 def save_weights(tensors: dict[str, torch.Tensor], arch: Arch, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"format": "pt", "model": "ttrl tiny-omni trained parts (vision tower, audio proj)",
-                        "arch": arch.to_json()})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    save_parts(tensors, path, "ttrl tiny-omni trained parts (vision tower, audio proj)", arch.to_json())
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], Arch]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        arch = Arch.from_json(f.metadata()["arch"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
-    bad = [k for k in tensors if not k.startswith(TRAINED_PREFIXES)]
-    if bad:
-        raise RuntimeError(f"{path} holds weights other than tiny-omni's trained parts: {bad[:5]}")
-    return tensors, arch
+    tensors, arch_json = load_parts(path, TRAINED_PREFIXES, "tiny-omni's trained parts")
+    return tensors, Arch.from_json(arch_json)
 
 
 def assemble(out_dir: Path, weights: Path) -> Path:
@@ -213,10 +196,7 @@ def assemble(out_dir: Path, weights: Path) -> Path:
 
 
 def _folder() -> str:
-    if not ASSET.exists():
-        raise FileNotFoundError(f"model 'tiny-omni' needs its trained weights {ASSET}: run `ttrl zoo build tiny-omni`")
-    digest = hashlib.sha256(ASSET.read_bytes() + f"v{BUILD_VERSION}".encode()).hexdigest()[:10]
-    return f"tiny-omni-{digest}"
+    return asset_folder("tiny-omni", ASSET, BUILD_VERSION)
 
 
 @register_model("tiny-omni", folder=_folder, help="a Qwen2.5-Omni thinker: Whisper-base's encoder + a small Qwen-ViT "
