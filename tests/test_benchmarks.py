@@ -15,8 +15,10 @@ FULL = {  # the published sizes of each benchmark's split
     ("arc_easy", "test"): 2376, ("arc_easy", "validation"): 570,
     ("arc_challenge", "test"): 1172, ("arc_challenge", "validation"): 299,
     ("mmlu", "test"): 14042, ("mmlu", "validation"): 1531, ("mmlu", "dev"): 285,
+    ("sciq_open", "validation"): 790,  # of SciQ's 1,000: the passages with 1-150 words
 }
-TYPES = {"gsm8k": "number", "math500": "math", "arc_easy": "choice", "arc_challenge": "choice", "mmlu": "choice"}
+TYPES = {"gsm8k": "number", "math500": "math", "arc_easy": "choice", "arc_challenge": "choice", "mmlu": "choice",
+         "sciq_open": "text"}
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +116,20 @@ def test_choice_benchmarks_score_letters(full, name):
     assert f"{right}. {text}" in msg and not msg.rstrip().endswith(right)
 
 
+def test_sciq_open_asks_without_options_and_scores_containment(full):
+    ds = full["sciq_open", "validation"]
+    it = next(i for i in ds.items if i.answer == "catabolic and anabolic")
+    assert it.query.choices is None and it.query.prompt.endswith("Answer in a few words.")
+    assert "Question: Biochemical reactions of metabolism include what two general categories?" in it.query.prompt
+    assert not any(it.answer.lower() in i.query.prompt.split("Question:")[1].lower() for i in [it])
+    assert _scores(ds, it, ["Catabolic and anabolic reactions.", "The catabolic and anabolic ones", "anabolic and catabolic",
+                            "catabolic", "noncatabolic and anabolic"]) == [True, True, False, False, False]
+    assert ds.scorer(None, it) is False
+    # the default split is the only one it has
+    assert [i.query.id for i in load_dataset("bench:sciq_open", {}, 5).items] == [
+        i.query.id for i in load_dataset("bench:sciq_open", {"split": "validation"}, 5).items]
+
+
 def test_mmlu_subject_and_splits():
     ds = load_dataset("bench:mmlu", {"subject": "virology"}, 0)
     assert ds.name == "bench:mmlu:virology" and len(ds.items) == 166
@@ -126,6 +142,7 @@ def test_mmlu_subject_and_splits():
     ("bench:nope", {}, "unknown benchmark"),
     ("bench:gsm8k", {"subject": "x"}, "unknown argument"),
     ("bench:gsm8k", {"split": "validation"}, "split 'validation' is not one of test"),
+    ("bench:sciq_open", {"split": "test"}, "split 'test' is not one of validation"),
     ("bench:mmlu", {"subject": "astrology"}, "unknown subject 'astrology'"),
     ("bench:arc_easy", {"sample_seed": "1"}, "sample_seed must be int"),
 ])

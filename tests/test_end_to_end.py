@@ -112,3 +112,5 @@ def test_open_ended_run_with_composed_rewards(tmp_path):
     assert summary["answer_type"] == "text" and summary["base_maj_accuracy"] is None
     for k in ("base_bleu", "adapted_bleu", "base_rouge_l", "adapted_rouge_l"):
         assert 0 <= summary[k] <= (100 if "bleu" in k else 1)
+    for k in ("base_embedding_similarity", "adapted_embedding_similarity"):
+        assert -1 <= summary[k] <= 1

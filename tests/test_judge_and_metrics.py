@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ttrl.data import Query
-from ttrl.metrics import bleu, exact_match, maj_at_n, pass_at_k, rouge_l, sentence_bleu
+from ttrl.metrics import bleu, embedding_similarity, exact_match, maj_at_n, pass_at_k, rouge_l, sentence_bleu
 from ttrl.rewards import Group, Reward, RewardContext
 from ttrl.rewards.judge import JudgeParams, choose_anchor, judge_prompt, parse_score
 
@@ -47,6 +47,26 @@ def test_bleu_identical_and_hand_pair():
     assert bleu([s + " today"], [s]) == pytest.approx(100 * (3 / 7) ** 0.25, abs=1e-6)
     # one word short: all precisions 1, brevity penalty exp(1 - 7/6)
     assert sentence_bleu(s, s + " today") == pytest.approx(100 * math.exp(1 - 7 / 6), abs=1e-6)
+
+
+class _TableEmbedder:
+    """A lookup table of unit vectors, so the mean cosine can be computed by hand."""
+    vectors = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.6, 0.8]}
+
+    def encode(self, texts):
+        return np.array([self.vectors[t] for t in texts], dtype=np.float32)
+
+
+def test_embedding_similarity_hand_values_and_the_bundled_embedder():
+    # cos(a, a) = 1, cos(a, b) = 0, cos(c, a) = 0.6 -> mean 1.6 / 3
+    assert embedding_similarity(["a", "a", "c"], ["a", "b", "a"], _TableEmbedder()) == pytest.approx(1.6 / 3)
+    assert embedding_similarity([], [], _TableEmbedder()) == 0.0
+    with pytest.raises(ValueError):
+        embedding_similarity(["a"], [], _TableEmbedder())
+    # the real all-MiniLM-L6-v2: identical = 1; a paraphrase is closer than an unrelated sentence
+    ref = ["The image shows a red circle."]
+    assert embedding_similarity(ref, ref) == pytest.approx(1.0, abs=1e-5)
+    assert embedding_similarity(["I see a circle that is red."], ref) > embedding_similarity(["Stock prices fell."], ref) + 0.3
 
 
 def test_rouge_l_identical_and_hand_pair():

@@ -5,7 +5,8 @@ import pickle
 import pytest
 
 from ttrl.config import SafeguardConfig
-from ttrl.prior_monitor import AnswerPriorMonitor, base_shares_from, top_share
+from ttrl.data import Query
+from ttrl.prior_monitor import AnswerPriorMonitor, answer_kind, base_shares_from, monitor_key, top_share
 
 K = "options:4"
 
@@ -75,3 +76,31 @@ def test_base_shares_from_base_answers():
     pairs = [(K, "A"), (K, "A"), (K, "B"), (K, None), ("global", "yes"), ("global", "no")]
     assert base_shares_from(pairs) == {K: pytest.approx(2 / 3), "global": 0.5}
     assert top_share([]) == (None, 0.0, 0)
+
+
+@pytest.mark.parametrize("answer,kind", [("yes", "yes/no"), ("No.", "yes/no"), (" TRUE ", "yes/no"), ("42", "number"),
+                                         ("-1,450.5", "number"), ("red", "text"), ("no idea", "text"), ("4 apples", "text")])
+def test_answer_kind(answer, kind):
+    assert answer_kind(answer) == kind
+
+
+def test_free_answers_are_watched_per_kind_so_a_yes_no_collapse_shows():
+    """easy-vqa-like: 6 colour questions answered with varied colours and 4 yes/no questions per round. Base:
+    'no' on 60% of the yes/no questions. Adapted: 'no' on all of them. Counted in one free-answer set (the old
+    key), 'no' is 40% of the majority answers and nothing fires; per kind it is 100% of the yes/no answers."""
+    free = Query("q", "What colour is the shape?")
+    colours = ["red", "green", "blue", "gray", "teal", "brown"]
+    base = [(monitor_key(free, a), a) for _ in range(5) for a in colours + ["no", "no", "no", "yes", "yes"]]
+    shares = base_shares_from(base)
+    assert shares["global:yes/no"] == pytest.approx(0.6) and shares["global:text"] == pytest.approx(1 / 6)
+    stream = [a for _ in range(6) for a in colours + ["no"] * 4]
+    old = AnswerPriorMonitor(SafeguardConfig(), base_shares={"global": 0.3})
+    assert not feed(old, stream, key="global")
+    new = AnswerPriorMonitor(SafeguardConfig(), base_shares=shares)
+    fired = {i: r for i, a in enumerate(stream) if (r := new.update([(monitor_key(free, a), a)]))}
+    assert fired and "'no'" in next(iter(fired.values())) and "global:yes/no" in next(iter(fired.values()))
+    # the 16th yes/no answer (min items 16) is item 39: 6 colours + 4 'no' per round of 10
+    assert min(fired) == 39
+    # lettered options keep their own key whatever the answer
+    mc = Query("m", "Which?", ("x", "y", "z", "w"))
+    assert monitor_key(mc, "A") == monitor_key(mc, "yes") == K and monitor_key(free, None) == "global"

@@ -175,6 +175,11 @@ def _report(cfg: Config, summary: dict) -> int:
                            ("adapted", "greedy")):
             if summary.get(f"{name}_wer") is not None:
                 print(f"{name + ' WER':<17s} {_pct(summary[f'{name}_wer'])}   (CER {_pct(summary[f'{name}_cer'])}, {what})")
+    if summary.get("adapted_rouge_l") is not None:  # free text: overlap with the references (higher is better)
+        for key, what, fmt in (("rouge_l", "ROUGE-L", "{:.3f}"), ("bleu", "BLEU", "{:.1f}"),
+                               ("embedding_similarity", "embedding sim.", "{:.3f}")):
+            if summary.get(f"adapted_{key}") is not None and summary.get(f"base_{key}") is not None:
+                print(f"{what:<17s} {fmt.format(summary[f'base_{key}'])} -> {fmt.format(summary[f'adapted_{key}'])}")
     _skipped_note(summary)
     for part, what in (("adapted_items", "the items adapted on"), ("other_items", "items never adapted on")):
         if summary.get(f"n_{part}"):

@@ -66,6 +66,21 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str], use_stemmer: 
     return sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)) / len(predictions)
 
 
+def embedding_similarity(predictions: Sequence[str], references: Sequence[str], embedder=None) -> float:
+    """Mean cosine of each prediction to its reference under a sentence embedder (default: the bundled
+    all-MiniLM-L6-v2), as OP-TTRAV reports it; -1..1. The embedding rewards use the same space by default,
+    so read it beside ROUGE-L and BLEU, which they do not optimise."""
+    _check(predictions, references)
+    if not predictions:
+        return 0.0
+    if embedder is None:
+        from .rewards.embedder import Embedder
+
+        embedder = Embedder()
+    p, r = embedder.encode(list(predictions)), embedder.encode(list(references))
+    return float((p * r).sum(axis=1).mean())
+
+
 def wer(predictions: Sequence[str | None], references: Sequence[str]) -> float:
     """Corpus word error rate (jiwer): (substitutions + deletions + insertions) / reference words over
     all pairs, not a mean of per-utterance rates. None (no transcript) counts as all deletions.

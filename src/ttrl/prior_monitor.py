@@ -12,11 +12,38 @@ where the base share is the same statistic for the base model: given at construc
 `base_shares_from` over the base evaluation's answers), or else measured from the answer set's first
 full window, before which that answer set gets no verdict. Items whose majority answer is None
 (nothing parsed) carry no answer and are skipped. Pure and label-free; the caller logs and acts.
+
+Free answers (no options) all share one answer set, so a task that mixes yes/no questions with others
+(easy-vqa: colours, shapes, yes/no) hid a collapse: every yes/no question answered 'no' was only 62% of
+all answers on tiny-vlm-v1, under the threshold. `monitor_key` therefore splits free answers by their
+kind (yes/no, number, other text), read off the answer itself: no label and no task name is needed.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Hashable, Iterable
+
+from .data import Query
+from .rewards.prior import GLOBAL, answer_set_key
+
+YES_NO = frozenset({"yes", "no", "true", "false"})
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(\.\d+)?")
+
+
+def answer_kind(answer: str) -> str:
+    """yes/no, number or text: the kind of a free answer, so yes/no questions are watched apart from the rest."""
+    a = answer.strip().lower().rstrip(".")
+    if a in YES_NO:
+        return "yes/no"
+    return "number" if _NUMBER.fullmatch(a) else "text"
+
+
+def monitor_key(query: Query, answer: str | None) -> str:
+    """The answer set an item's answer is counted in: its options (rewards.prior.answer_set_key) or, for
+    free answers, the answer's kind."""
+    key = answer_set_key(query)
+    return f"{key}:{answer_kind(answer)}" if key == GLOBAL and answer is not None else key
 
 
 def top_share(answers: Iterable[str]) -> tuple[str | None, float, int]:

@@ -177,7 +177,9 @@ def headline(run: RunFiles) -> list[Card]:
         cards.append(Card("adapted - base", None if a is None or b is None else a - b, "pp"))
         for key, label in (("base_sample_accuracy", "base sample accuracy"), ("base_pass_at_n", f"base pass@{n_votes}"),
                            ("base_bleu", "base BLEU"), ("adapted_bleu", "adapted BLEU"),
-                           ("base_rouge_l", "base ROUGE-L"), ("adapted_rouge_l", "adapted ROUGE-L")):
+                           ("base_rouge_l", "base ROUGE-L"), ("adapted_rouge_l", "adapted ROUGE-L"),
+                           ("base_embedding_similarity", "base embedding similarity"),
+                           ("adapted_embedding_similarity", "adapted embedding similarity")):
             if s.get(key) is not None:
                 cards.append(Card(label, s[key], "pct" if "accuracy" in key or "pass" in key else "num", key))
         return cards

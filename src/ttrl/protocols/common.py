@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..data import Query
-from ..prior_monitor import AnswerPriorMonitor
+from ..prior_monitor import AnswerPriorMonitor, monitor_key
 from ..rewards.prior import answer_set_key
 from ..safeguards import CollapseMonitor, EarlyStopper, budget_reason
 from ..stats import AdaptationState
@@ -22,7 +22,7 @@ WRITTEN = "written:"
 
 def written_key(query: Query) -> str:
     """The answer-prior monitor's key for the letters written under option orders (Trainer._written)."""
-    return WRITTEN + answer_set_key(query)
+    return WRITTEN + answer_set_key(query)  # letters: always options
 
 
 class Adaptation:
@@ -62,7 +62,8 @@ class Adaptation:
         row = {**extra, **st.row(), **self.sess.label_metrics(result)}
         # collapse within groups (entropy, length) and across items (one answer for every item)
         # (with option orders the vote counts options, so the letters written are watched too: written_key)
-        prior = self.prior.update([(answer_set_key(g.group.query), g.group.majority_answer) for g in result.groups]
+        prior = self.prior.update([(monitor_key(g.group.query, g.group.majority_answer), g.group.majority_answer)
+                                   for g in result.groups]
                                   + [(written_key(g.group.query), g.written) for g in result.groups if g.written]) \
             if self.cfg.prior_monitor != "off" else None
         fired = [(kind, why, action) for kind, why, action in (("collapse", self.monitor.update(st), self.cfg.monitor),

