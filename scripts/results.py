@@ -34,9 +34,16 @@ REWARDS = {  # row name -> reward flags; prior_vote is the answer-prior correcti
                                                     "--unparsed", "neutral"],
     # per-answer balanced advantages: no letter gains on average over a step (--balance-answers)
     "majority, balanced answers, neutral unparsed": ["--reward", "majority", "--balance-answers", "true", "--unparsed", "neutral"],
+    # the guard: the answer-prior monitor (free answers watched per kind) rolls back to the last step before a
+    # collapse and stops adapting
+    "majority, monitor rollback": ["--reward", "majority", "--prior-monitor", "rollback"],
+    "majority, balanced answers, neutral unparsed, monitor rollback": [
+        "--reward", "majority", "--balance-answers", "true", "--unparsed", "neutral", "--prior-monitor", "rollback"],
 }
 BAL = "majority, balanced answers, neutral unparsed"  # the correction that prevents answer-prior collapse (issue 16)
-MC = ("majority", "ttrv", "prior_vote", "majority, 4 option orders", "majority, neutral unparsed", BAL, "random")
+GUARD, BAL_GUARD = "majority, monitor rollback", BAL + ", monitor rollback"
+MC = ("majority", "ttrv", "prior_vote", "majority, 4 option orders", "majority, neutral unparsed", BAL, GUARD, BAL_GUARD,
+      "random")
 
 
 @dataclass
@@ -67,7 +74,7 @@ TASKS = {
 VQA = ["--data", "easyvqa:test", "--task-size", "300", "--task-args", '{"question_type": "all", "sample_seed": 0}',
        "--n-votes", "16", "--n-train", "8", "--temperature", "1.0", "--kl-coef", "0.001", "--max-new-tokens", "8",
        "--eval-max-new-tokens", "8", "--prompts-per-step", "4", "--lr", "2e-5", "--adapt-size", "20", "--epochs", "2"]
-VQA_REWARDS = ("majority", "ttrv", "prior_vote", BAL, "random")
+VQA_REWARDS = ("majority", "ttrv", "prior_vote", BAL, GUARD, BAL_GUARD, "random")
 TASKS["easyvqa"] = Task("tiny-vlm (rebuilt, issue 16), easy-vqa test (300 items)", ["--model", "tiny-vlm", *VQA],
                         seeds=(0, 1), votes=16, rewards=VQA_REWARDS)
 TASKS["easyvqa_v1"] = Task("tiny-vlm-v1 (the first tower), easy-vqa test (300 items)", ["--model", "tiny-vlm-v1", *VQA],
