@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+GUARD_FLAGS = ["--prior-monitor", "reset", "--prior-max-share", "0.75", "--prior-min-items", "8"]
 REWARDS = {  # row name -> reward flags; prior_vote is the answer-prior correction of issue 16
     "majority": ["--reward", "majority"],
     "ttrv": ["--reward", "ttrv"],
@@ -35,13 +36,15 @@ REWARDS = {  # row name -> reward flags; prior_vote is the answer-prior correcti
     # per-answer balanced advantages: no letter gains on average over a step (--balance-answers)
     "majority, balanced answers, neutral unparsed": ["--reward", "majority", "--balance-answers", "true", "--unparsed", "neutral"],
     # the guard: the answer-prior monitor (free answers watched per kind) rolls back to the last step before a
-    # collapse and stops adapting
+    # collapse and stops adapting; reset goes back to the base adapter (on tiny-vlm-v1 two steps already cost
+    # 10 points, before any verdict), with a verdict from 8 items and a 75% share
     "majority, monitor rollback": ["--reward", "majority", "--prior-monitor", "rollback"],
-    "majority, balanced answers, neutral unparsed, monitor rollback": [
-        "--reward", "majority", "--balance-answers", "true", "--unparsed", "neutral", "--prior-monitor", "rollback"],
+    "majority, monitor reset": ["--reward", "majority", *GUARD_FLAGS],
+    "majority, balanced answers, neutral unparsed, monitor reset": [
+        "--reward", "majority", "--balance-answers", "true", "--unparsed", "neutral", *GUARD_FLAGS],
 }
 BAL = "majority, balanced answers, neutral unparsed"  # the correction that prevents answer-prior collapse (issue 16)
-GUARD, BAL_GUARD = "majority, monitor rollback", BAL + ", monitor rollback"
+GUARD, BAL_GUARD = "majority, monitor reset", BAL + ", monitor reset"
 MC = ("majority", "ttrv", "prior_vote", "majority, 4 option orders", "majority, neutral unparsed", BAL, GUARD, BAL_GUARD,
       "random")
 

@@ -87,6 +87,22 @@ def test_collapse_monitor_rolls_back_to_the_last_good_adapter(tmp_path):
     assert all(m["self_certainty"] > 0 and m["token_entropy"] >= 0 for m in jsonl(out / "metrics.jsonl"))
 
 
+def test_answer_prior_reset_undoes_every_update(tmp_path):
+    """--prior-monitor reset: at the first verdict (step 2, two items in the window) the base adapter comes back,
+    so after two real updates at a large lr the adapted greedy answers are the base's, item for item; the
+    monitor's view (top answer, share, items per answer set) is in every metrics row."""
+    out = tmp_path / "reset"
+    assert main(transductive(out, "--prior-monitor", "reset", "--prior-min-items", "2", "--prior-max-share", "0",
+                             "--prior-margin", "-1", "--lr", "1e-3")) == 0
+    events = jsonl(out / "events.jsonl")
+    assert [e["event"] for e in events if e["event"] != "gate"] == ["answer_prior", "rollback"]
+    assert events[-1]["to_step"] == 0 and events[-1]["step"] == 2
+    metrics = jsonl(out / "metrics.jsonl")
+    assert len(metrics) == 2 and all(any(k.startswith("prior/global:") and k.endswith("/share") for k in m) for m in metrics)
+    base = {r["id"]: r["base_response"] for r in jsonl(out / "base.jsonl")}
+    assert {r["id"]: r["response"] for r in jsonl(out / "predictions.jsonl")} == base
+
+
 # cluster_vote's novelty bonus keeps a buffer of recent anchors across steps: a resume must restore it
 STATEFUL_REWARD = ["--reward", "majority+0.5*cluster_vote", "--cluster-vote-novelty", "1.0"]
 

@@ -177,14 +177,16 @@ class SafeguardConfig:
                                    "weak-base failure); 0 = off", ge=0)
     gate_max_entropy: float = opt(0.0, "skip updating on a group whose answer entropy (nats) is higher; 0 = off", ge=0)
     gate_require_parsed: bool = opt(True, "skip updating on a group in which no answer parsed")
-    monitor: str = opt("off", "collapse monitor action: off, warn, stop, rollback (to the last good adapter)",
-                       ["off", "warn", "stop", "rollback"])
+    monitor: str = opt("off", "collapse monitor action: off, warn, stop, rollback (to the last good adapter), reset "
+                       "(to the base adapter: undo all adaptation)", ["off", "warn", "stop", "rollback", "reset"])
     monitor_warmup: int = opt(3, "steps averaged as the baseline of the collapse indicators", ge=1)
     entropy_floor: float = opt(0.05, "collapse when answer entropy falls below this while KL keeps rising (URLVR)", ge=0)
     length_drop: float = opt(0.5, "collapse when mean response length falls by more than this fraction of the "
                              "baseline (SPINE: shrinking responses)", ge=0, le=1)
     prior_monitor: str = opt("warn", "answer-prior monitor action (one answer taking over ACROSS items, which the per-group "
-                             "indicators cannot see): off, warn, stop, rollback", ["off", "warn", "stop", "rollback"])
+                             "indicators cannot see): off, warn, stop, rollback, reset (to the base adapter: the "
+                             "vote's prior can do its harm in 2 steps, before a verdict is possible; issue 16)",
+                             ["off", "warn", "stop", "rollback", "reset"])
     prior_window: int = opt(32, "recent items per answer set whose majority answers the answer-prior monitor counts",
                             ge=1)
     prior_min_items: int = opt(16, "items of an answer set needed in the window before the monitor gives a verdict",

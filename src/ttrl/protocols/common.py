@@ -35,6 +35,7 @@ class Adaptation:
         self.tokens, self.seconds = 0, 0.0
         self.stopped: str | None = None
         self.last_good, self.good_step = self.trainer.snapshot(), 0
+        self.base_weights = self.last_good  # the adapter before any update (built before a resume loads its state)
         self.counts = {"gate": 0, "collapse": 0, "answer_prior": 0, "rollback": 0, "early_stop": 0, "budget": 0}
 
     def event(self, kind: str, reason: str, **extra: Any) -> None:
@@ -66,16 +67,22 @@ class Adaptation:
                                    for g in result.groups]
                                   + [(written_key(g.group.query), g.written) for g in result.groups if g.written]) \
             if self.cfg.prior_monitor != "off" else None
+        if self.cfg.prior_monitor != "off":  # what the monitor sees: the top majority answer's share per answer set
+            for key, (top, share, n) in self.prior.shares().items():
+                row[f"prior/{key}/top"], row[f"prior/{key}/share"], row[f"prior/{key}/items"] = top, share, n
         fired = [(kind, why, action) for kind, why, action in (("collapse", self.monitor.update(st), self.cfg.monitor),
                                                                 ("answer_prior", prior, self.cfg.prior_monitor)) if why]
         for kind, why, action in fired:
             row[kind] = why
             self.event(kind, why, action=action)
         actions = {action for _, _, action in fired}
-        if "rollback" in actions:
+        if "reset" in actions:
+            self.trainer.restore(self.base_weights)
+            self.event("rollback", "restored the base adapter (undid every update)", to_step=0)
+        elif "rollback" in actions:
             self.trainer.restore(self.last_good)
             self.event("rollback", f"restored the adapter of step {self.good_step}", to_step=self.good_step)
-        if actions & {"stop", "rollback"}:
+        if actions & {"stop", "rollback", "reset"}:
             self.stopped = fired[0][1]
         elif not fired and {self.cfg.monitor, self.cfg.prior_monitor} & {"rollback"}:
             self.last_good, self.good_step = self.trainer.snapshot(), self.trainer.steps
