@@ -158,9 +158,24 @@ def _prior_verdict(root: Path, run: Run) -> str:
     return f"collapse@{fired[0]}" if fired else "ok"
 
 
+def _yes_no_share(root: Path, run: Run, base: bool = False) -> str | None:
+    """Top answer among the yes/no answers (e.g. 'no 100'), where a run has any: the collapse the global
+    top-answer share hides on a task that mixes yes/no with other questions."""
+    from collections import Counter
+
+    p = root / run.name / ("base.jsonl" if base else "predictions.jsonl")
+    key = "base_answer" if base else "adapted_answer"
+    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+    yn = Counter(r[key] for r in rows if r.get(key) in ("yes", "no"))
+    if not yn:
+        return None
+    top, k = yn.most_common(1)[0]
+    return f"{top} {100 * k / sum(yn.values()):.0f}"
+
+
 def table(root: Path) -> str:
-    lines = ["| task | row | seeds | accuracy % (mean ± sd) | per seed | top-answer share % | answer-prior monitor |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| task | row | seeds | accuracy % (mean ± sd) | per seed | top-answer share % | yes/no top answer % "
+             "| answer-prior monitor |", "|---|---|---|---|---|---|---|---|"]
     commands = []
     for key, t in TASKS.items():
         runs = plan([key])
@@ -170,20 +185,23 @@ def table(root: Path) -> str:
             continue
         any_run = {r.seed: s for r, s in reversed(done)}  # base greedy is in every run (the same for a seed)
         voted = {r.seed: s for r, s in done if r.reward in ("majority", "base")}  # maj@N only where it was sampled
+        first = {r.seed: r for r, _ in reversed(done)}
         rows = [("base greedy", sorted(any_run), [any_run[k]["base_accuracy"] for k in sorted(any_run)],
-                 [any_run[k].get("base_top_answer_share") for k in sorted(any_run)], None),
-                (f"base maj@{t.votes}", list(voted), [s.get("base_maj_accuracy") for s in voted.values()], [], None)]
+                 [any_run[k].get("base_top_answer_share") for k in sorted(any_run)],
+                 [_yes_no_share(root, first[k], base=True) for k in sorted(any_run)], None),
+                (f"base maj@{t.votes}", list(voted), [s.get("base_maj_accuracy") for s in voted.values()], [], [], None)]
         for reward in t.rewards:
             rs = [(r, s) for r, s in done if r.reward == reward]
             if rs:
                 rows.append((f"adapted: {reward}", [r.seed for r, _ in rs], [s["adapted_accuracy"] for _, s in rs],
-                             [s.get("adapted_top_answer_share") for _, s in rs],
+                             [s.get("adapted_top_answer_share") for _, s in rs], [_yes_no_share(root, r) for r, _ in rs],
                              ", ".join(_prior_verdict(root, r) for r, _ in rs)))
-        for name, seed_list, acc, share, verdict in rows:
+        for name, seed_list, acc, share, yes_no, verdict in rows:
             seeds = ",".join(map(str, seed_list))
             per = " / ".join("-" if a is None else f"{100 * a:.0f}" for a in acc)
             lines.append(f"| {key} | {name} | {seeds} | {_pct(acc)} | {per} | "
-                         f"{' / '.join(f'{100 * x:.0f}' for x in share if x is not None) or '-'} | {verdict or '-'} |")
+                         f"{' / '.join(f'{100 * x:.0f}' for x in share if x is not None) or '-'} | "
+                         f"{' / '.join(y for y in yes_no if y) or '-'} | {verdict or '-'} |")
         commands += [shlex.join(command(r, Path("runs/results"))) for r, _ in done]
     secs = sum(s.get("seconds", 0) for r in plan(None) if (s := finished(r, root)))
     return "\n".join(lines), commands, secs

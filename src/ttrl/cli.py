@@ -175,7 +175,8 @@ def _report(cfg: Config, summary: dict) -> int:
                            ("adapted", "greedy")):
             if summary.get(f"{name}_wer") is not None:
                 print(f"{name + ' WER':<17s} {_pct(summary[f'{name}_wer'])}   (CER {_pct(summary[f'{name}_cer'])}, {what})")
-    if summary.get("adapted_rouge_l") is not None:  # free text: overlap with the references (higher is better)
+    if summary.get("answer_type") == "text" and summary.get("adapted_rouge_l") is not None:  # free text: overlap
+        # with the references, higher is better (one-word labels have no BLEU to speak of)
         for key, what, fmt in (("rouge_l", "ROUGE-L", "{:.3f}"), ("bleu", "BLEU", "{:.1f}"),
                                ("embedding_similarity", "embedding sim.", "{:.3f}")):
             if summary.get(f"adapted_{key}") is not None and summary.get(f"base_{key}") is not None:
