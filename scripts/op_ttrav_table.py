@@ -2,10 +2,12 @@
 and `runs/results/sciq_open/...` for the text rows). Every run is an ordinary `ttrl run`; its command is in
 the run folder's config.yaml and in the doc.
 
-    python scripts/op_ttrav_table.py runs/omni            # markdown table, mean ± sd over the seeds found
+    python scripts/op_ttrav_table.py runs/omni                    # markdown table, mean ± sd over the seeds
+    python scripts/op_ttrav_table.py runs/omni --doc docs/op_ttrav.md --marker omni   # rewrite a doc's block
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
@@ -55,4 +57,17 @@ def table(root: Path) -> str:
 
 
 if __name__ == "__main__":
-    print(table(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/omni")))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", nargs="?", default="runs/omni", help="folder of the run folders")
+    ap.add_argument("--doc", help="rewrite the <!-- MARKER --> ... <!-- /MARKER --> block of this document")
+    ap.add_argument("--marker", default="omni", help="name of the block in --doc")
+    a = ap.parse_args()
+    text = table(Path(a.root))
+    print(text)
+    if a.doc:
+        doc, open_, close = Path(a.doc), f"<!-- {a.marker} -->", f"<!-- /{a.marker} -->"
+        old = doc.read_text()
+        if open_ not in old or close not in old:
+            sys.exit(f"{doc}: no {open_} ... {close} block to rewrite")
+        head, rest = old.split(open_, 1)
+        doc.write_text(f"{head}{open_}\n{text}\n{close}{rest.split(close, 1)[1]}")
