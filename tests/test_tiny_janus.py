@@ -12,7 +12,7 @@ from ttrl.cli import main
 pytestmark = pytest.mark.slow  # loads SmolLM2's weights (2 of its layers)
 
 TOY = ["--image-size", "32", "--codebook", "64", "--text-layers", "2", "--vq-steps", "3", "--vq-batch", "4",
-       "--enc-steps", "2", "--enc-batch", "2", "--und-steps", "2", "--und-batch", "2", "--gen-steps", "2", "--gen-batch", "2", "--eval-n", "2",
+       "--enc-steps", "2", "--enc-batch", "2", "--und-steps", "2", "--und-batch", "2", "--align-steps", "2", "--und-text-steps", "2", "--gen-steps", "2", "--gen-batch", "2", "--eval-n", "2",
        "--threads", "1"]
 
 

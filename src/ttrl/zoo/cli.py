@@ -71,6 +71,8 @@ def _add_tiny_janus_options(build) -> None:
     for cls in (Arch, Budget):
         for f in dataclasses.fields(cls):
             kw = {"nargs": "+", "type": int} if f.name == "vq_multipliers" else {"type": type(f.default)}
+            if isinstance(f.default, bool):  # bool("false") is True: --und-pairs / --no-und-pairs instead
+                kw = {"action": argparse.BooleanOptionalAction}
             grp.add_argument("--" + f.name.replace("_", "-"), dest=f"tj_{f.name}", default=f.default, metavar=f.name.upper(),
                              help=f"{f.metadata['help']} (default: {f.default})".replace('%', '%%'), **kw)
     grp.add_argument("--folder", type=Path, default=None,

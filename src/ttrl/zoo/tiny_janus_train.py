@@ -9,8 +9,10 @@ card (measured on `scenes:test`, never trained on).
    (prompt, VQ tokens of the drawn scene), the prompt replaced by the unconditional form 10% of the time (what
    classifier-free guidance needs; Janus trains the same way); the LoRA is then merged.
 3. Understanding: the encoder is first pre-trained alone on per-patch colour + shape labels (no LM pass: cheap),
-   then encoder + aligner + a second LoRA on balanced yes/no questions about drawn scenes (the rule rubric's
-   question forms on the true scene for "Yes", on a scene changed in one attribute for "No"), cross-entropy on the
+   the aligner then regressed onto the words of each patch (colour + shape embeddings), a second LoRA warmed up on
+   scenes described in words, then encoder + aligner + that LoRA on yes/no questions about drawn scenes as minimal
+   pairs (one rule-rubric question asked of a scene and of the scene changed in one attribute, so the question text
+   alone predicts nothing: docs/tiny_janus_understanding.md), cross-entropy on the
    answer token right after the prompt exactly as the t2i backend renders it, over the two answers (No, Yes): the
    introspection score reads only P(Yes) / (P(Yes) + P(No)); stops early once a held-out probe passes.
    Understanding comes last so the card's yes/no accuracy measures the LM as this stage left it.
@@ -85,13 +87,27 @@ class Budget:
     und_steps: int = field(default=150, metadata={
         "help": "most understanding steps, early-stopped by the probe (~6 s a step under load: the LM dominates)"})
     und_batch: int = field(default=16, metadata={"help": "yes/no questions per understanding step"})
-    und_lr: float = field(default=1e-3, metadata={"help": "understanding AdamW learning rate (tiny-vlm's)"})
+    und_lr: float = field(default=1e-4, metadata={
+        "help": "encoder pre-training and understanding encoder + aligner AdamW lr (1e-3: loss 3.1 then 1.4-1.8 over "
+                "the first 50 steps, above chance, docs/tiny_janus_understanding.md)"})
     enc_steps: int = field(default=600, metadata={
         "help": "encoder pre-training steps on per-patch colour + shape labels (cheap: no LM in the loop)"})
     enc_batch: int = field(default=32, metadata={"help": "drawings per encoder pre-training step"})
+    und_lora_lr: float = field(default=3e-4, metadata={
+        "help": "understanding LoRA AdamW lr (3e-4: learns text-described pairs to 91%% in 60 steps, "
+                "docs/tiny_janus_understanding.md)"})
+    align_steps: int = field(default=300, metadata={
+        "help": "aligner steps regressing image tokens onto colour + shape word embeddings (no LM: ~1 min; 0: off)"})
+    align_lr: float = field(default=1e-3, metadata={"help": "aligner pre-training AdamW learning rate"})
+    und_text_steps: int = field(default=60, metadata={
+        "help": "understanding LoRA warm-up steps on scenes described in words (described_pairs) before images: "
+                "SmolLM2 answers those 50%% untrained (docs/tiny_janus_understanding.md)"})
     und_lora_r: int = field(default=8, metadata={
         "help": "understanding LoRA rank on the LM (0: encoder + aligner only; the frozen LM alone plateaued at 72%% "
                 "yes/no, docs/meta_ttrl.md)"})
+    und_pairs: bool = field(default=True, metadata={
+        "help": "train understanding on minimal pairs (paired_questions): without, the question text alone predicts "
+                "68%% of answers and the stage stalled there (docs/tiny_janus_understanding.md)"})
     und_probe_every: int = field(default=25, metadata={
         "help": "understanding steps between checks of the early stop (yes/no on held-out train-split drawings)"})
     und_probe_n: int = field(default=64, metadata={"help": "questions in the understanding early-stop probe"})
@@ -160,6 +176,39 @@ def yes_no_question(spec: SceneSpec, rng: np.random.Generator, want_yes: bool) -
         return str(rng.choice(true_qs)), True
     false_qs = [q for q in rule_rubric(_changed(spec, rng).prompt()) if q not in true_qs]
     return (str(rng.choice(false_qs)), False) if false_qs else None
+
+
+def paired_questions(pairs, seed: int, size: int) -> list[tuple[object, str, bool]]:
+    """Minimal pairs: per scene, one question asked of its drawing and of the drawing of the scene changed in one
+    attribute (_changed), true in one and false in the other (Goyal et al. 2017's balanced VQA), so the question
+    text alone predicts nothing and only the image can lower the loss. 2 triples per scene, yes and no alike."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for spec, im in pairs:
+        true_qs = rule_rubric(spec.prompt())
+        for _ in range(8):  # a change that some question tells apart (always the first in practice)
+            other = _changed(spec, rng)
+            other_qs = rule_rubric(other.prompt())
+            sides = [(q, True) for q in true_qs if q not in other_qs] + [(q, False) for q in other_qs if q not in true_qs]
+            if sides:
+                break
+        q, true_here = sides[int(rng.integers(len(sides)))]
+        other_im = draw(other, int(rng.integers(2**31)), DrawOptions(size=size))
+        out += [(im, q, true_here), (other_im, q, not true_here)]
+    return out
+
+
+def described_pairs(pairs, seed: int) -> list[tuple[str, str, bool]]:
+    """paired_questions with the scene described in words ("a red circle above a blue square") instead of drawn."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for spec, _ in pairs:
+        other = _changed(spec, rng)
+        true_qs, other_qs = rule_rubric(spec.prompt()), rule_rubric(other.prompt())
+        sides = [(q, True) for q in true_qs if q not in other_qs] + [(q, False) for q in other_qs if q not in true_qs]
+        q, true_here = sides[int(rng.integers(len(sides)))]
+        out += [(spec.prompt().capitalize(), q, true_here), (other.prompt().capitalize(), q, not true_here)]
+    return out
 
 
 def questions_for(pairs, seed: int) -> list[tuple[object, str, bool]]:
@@ -299,6 +348,40 @@ def pretrain_encoder(model, arch: Arch, budget: Budget, specs, seed: int, log) -
             "patch_accuracy": float(np.mean(hits[-100:])) if hits else None}
 
 
+def align_to_words(model, processor, arch: Arch, budget: Budget, specs, seed: int, log) -> dict:
+    """The aligner alone (encoder frozen, no LM pass: cheap) regressed onto word embeddings: every patch's token onto
+    the LM's input embedding of " <colour>" + " <shape>" (" white" for background), so the image tokens start out as
+    words the LM already reads, and the LoRA only has to learn the question logic (it learns it from text-described
+    scenes in ~60 steps, docs/tiny_janus_understanding.md)."""
+    tok, emb = processor.tokenizer, model.get_input_embeddings().weight.detach()
+
+    def word(w: str) -> torch.Tensor:
+        return emb[tok.encode(" " + w, add_special_tokens=False)].mean(0)
+
+    colours = torch.stack([word(c) for c in PALETTE] + [word("white")])
+    shapes = torch.stack([word(s) for s in SHAPES] + [torch.zeros_like(word("white"))])
+    aligner, enc = model.model.aligner, model.model.vision_model
+    aligner.requires_grad_(True)
+    opt = torch.optim.AdamW(aligner.parameters(), lr=budget.align_lr, weight_decay=0.0)
+    losses, t0 = [], time.time()
+    for step in range(budget.align_steps):
+        pairs = scenes(specs, budget.enc_batch, derive(seed, "align_batch", step), arch.image_size)
+        labels = [patch_labels(im, arch.grid) for _, im in pairs]
+        target = (colours[torch.tensor(np.stack([c for c, _ in labels]))]
+                  + shapes[torch.tensor(np.stack([s for _, s in labels]))])
+        with torch.no_grad():
+            feats = enc(pixels([im for _, im in pairs])).last_hidden_state
+        loss = F.mse_loss(aligner(feats), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if log and ((step + 1) % 100 == 0 or step == 0):
+            log(f"aligner step {step + 1}/{budget.align_steps} loss {np.mean(losses[-100:]):.4f} ({time.time() - t0:.0f} s)")
+    aligner.requires_grad_(False)
+    return {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-100:])) if losses else None}
+
+
 def yes_no_prompts(processor, questions) -> list[str]:
     """The prompts exactly as the t2i backend renders them for yes_probability."""
     return [processor.apply_chat_template(
@@ -322,13 +405,40 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
     for m in (model.model.vision_model, model.model.aligner):
         m.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=budget.und_lr, weight_decay=0.0)
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+    opt = torch.optim.AdamW([{"params": rest, "lr": budget.und_lr}, {"params": lora, "lr": budget.und_lora_lr}],
+                            weight_decay=0.0)
     probe = questions_for(scenes(specs, budget.und_probe_n, derive(seed, "und_probe"), arch.image_size),
                           derive(seed, "und_probe_questions"))  # drawings never trained on
     losses, hits, curve, t0 = [], [], [], time.time()
+    text_losses = []
+    for step in range(budget.und_text_steps if peft_model is not None else 0):
+        # warm-up on the question logic alone: the scene described in words instead of drawn (SmolLM2 answers 50%
+        # of such pairs before training, 91% after 60 steps: the logic is cheap to learn where nothing is hidden)
+        rows = described_pairs(scenes(specs, budget.und_batch // 2, derive(seed, "und_text_batch", step),
+                                      arch.image_size),
+                               derive(seed, "und_text_questions", step))
+        texts = [tok.apply_chat_template([{"role": "user", "content": f"{d}.\n" + user_message(Query("q", q), YES_NO)}],
+                                         add_generation_prompt=True, tokenize=False) for d, q, _ in rows]
+        enc = tok(texts, return_tensors="pt", padding=True)
+        logits = two_way(model(**enc, position_ids=positions(enc["attention_mask"]), logits_to_keep=1).logits[:, -1])
+        loss = F.cross_entropy(logits.float(), torch.tensor([int(a) for _, _, a in rows]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        text_losses.append(loss.item())
+        if log and (step + 1) % 10 == 0:
+            log(f"understanding text warm-up step {step + 1}/{budget.und_text_steps} loss {np.mean(text_losses[-10:]):.4f}"
+                f" ({time.time() - t0:.0f} s)")
     for step in range(budget.und_steps):
-        pairs = scenes(specs, budget.und_batch, derive(seed, "und_batch", step), arch.image_size)
-        triples = questions_for(pairs, derive(seed, "und_questions", step))
+        if budget.und_pairs:
+            pairs = scenes(specs, budget.und_batch // 2, derive(seed, "und_batch", step), arch.image_size)
+            triples = paired_questions(pairs, derive(seed, "und_questions", step), arch.image_size)
+        else:
+            pairs = scenes(specs, budget.und_batch, derive(seed, "und_batch", step), arch.image_size)
+            triples = questions_for(pairs, derive(seed, "und_questions", step))
         logits = two_way(yes_no_logits(model, processor, triples))
         target = torch.tensor([int(a) for _, _, a in triples])
         # two-way cross-entropy over (No, Yes): the introspection score reads only P(Yes) / (P(Yes) + P(No))
@@ -339,9 +449,9 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
         opt.step()
         losses.append(loss.item())
         hits += ((logits[:, 1] > logits[:, 0]) == target.bool()).tolist()
-        if log and ((step + 1) % 50 == 0 or step == 0):
-            log(f"understanding step {step + 1}/{budget.und_steps} loss {np.mean(losses[-50:]):.4f} "
-                f"train acc {np.mean(hits[-50 * budget.und_batch:]):.2f} ({time.time() - t0:.0f} s)")
+        if log and ((step + 1) % 10 == 0 or step == 0):
+            log(f"understanding step {step + 1}/{budget.und_steps} loss {np.mean(losses[-10:]):.4f} "
+                f"train acc {np.mean(hits[-10 * budget.und_batch:]):.2f} ({time.time() - t0:.0f} s)")
         if budget.und_probe_every and (step + 1) % budget.und_probe_every == 0:
             with torch.no_grad():
                 acc = float(np.mean([(lg[1] > lg[0]).item() == a for i in range(0, len(probe), budget.und_batch)
@@ -356,6 +466,8 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
     lora = merged(peft_model) if peft_model is not None else {}
     model.requires_grad_(False)
     return lora, {"seconds": time.time() - t0, "steps": step + 1, "final_loss": float(np.mean(losses[-50:])),
+                  "text_loss_curve": [round(float(np.mean(text_losses[i:i + 10])), 4) for i in range(0, len(text_losses), 10)],
+                  "loss_curve": [round(float(np.mean(losses[i:i + 10])), 4) for i in range(0, len(losses), 10)],
                   "probe_curve": curve}
 
 
@@ -495,6 +607,7 @@ def train(arch: Arch | None = None, budget: Budget | None = None, seed: int = 0,
     # understanding stage left it; the generation score measures what its LoRA did to drawing
     gen_lora, stats["generation"] = train_generation(model, processor, arch, budget, specs, seed, log)
     stats["encoder"] = pretrain_encoder(model, arch, budget, specs, seed, log)
+    stats["aligner"] = align_to_words(model, processor, arch, budget, specs, seed, log)
     und_lora, stats["understanding"] = train_understanding(model, processor, arch, budget, specs, seed, log)
     small = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
     save_weights({**small, **stack_lora(gen_lora, und_lora)}, arch, out)
