@@ -6,7 +6,8 @@ import pytest
 
 from ttrl.config import SafeguardConfig
 from ttrl.data import Query
-from ttrl.prior_monitor import AnswerPriorMonitor, answer_kind, base_shares_from, monitor_key, top_share
+from ttrl.prior_monitor import (AnswerPriorMonitor, answer_kind, base_shares_from, base_word_shares_from, monitor_key,
+                                 top_share)
 
 K = "options:4"
 
@@ -104,3 +105,30 @@ def test_free_answers_are_watched_per_kind_so_a_yes_no_collapse_shows():
     # lettered options keep their own key whatever the answer
     mc = Query("m", "Which?", ("x", "y", "z", "w"))
     assert monitor_key(mc, "A") == monitor_key(mc, "yes") == K and monitor_key(free, None) == "global"
+
+
+def test_a_word_taking_over_free_text_answers_is_caught():
+    """tiny-omni's open items: descriptions whose colour varies while the shape word collapses onto 'triangle'.
+    No whole answer repeats, so only the word rule can see it; words every base answer has ('image', 'shows')
+    can never pass their threshold (base 100% + margin)."""
+    free = Query("q", "Describe what you see.")
+    colours = ["red", "green", "blue", "gray", "teal", "brown", "yellow", "black"]
+    shapes = ["triangle", "circle", "rectangle", "triangle"]
+    base = [f"the image shows a {c} {shapes[i % 4]}" for i, c in enumerate(colours * 2)]
+    keyed = [(monitor_key(free, a), a) for a in base]
+    assert {k for k, _ in keyed} == {"global:text"}
+    words = base_word_shares_from(keyed)["global:text"]
+    assert words["triangle"] == pytest.approx(0.5) and words["image"] == 1.0 and "a" not in words
+    cfg = SafeguardConfig(prior_min_items=8)
+    mon = AnswerPriorMonitor(cfg, base_shares_from(keyed), base_word_shares_from(keyed))
+    varied = [f"the image shows a {c} {s}" for c in colours for s in ("circle", "rectangle")][:12]
+    assert not any(mon.update([(monitor_key(free, a), a)]) for a in varied)
+    mon = AnswerPriorMonitor(cfg, base_shares_from(keyed), base_word_shares_from(keyed))
+    fired = {i: r for i, a in enumerate(f"the image shows a {c} triangle" for c in colours * 2)
+             if (r := mon.update([(monitor_key(free, a), a)]))}
+    # 'triangle' in 100% of the window from item 7 on (8 items): over max(0.9, 0.5 + 0.25)
+    assert min(fired) == 7 and "the word 'triangle'" in fired[7] and "'global:text'" in fired[7]
+    # the word bases survive a checkpoint
+    again = AnswerPriorMonitor(cfg)
+    again.load_state_dict(json.loads(json.dumps(mon.state_dict())))
+    assert again.base_words == mon.base_words and again.update([(monitor_key(free, "a green triangle"), "a green triangle")])

@@ -17,6 +17,11 @@ Free answers (no options) all share one answer set, so a task that mixes yes/no 
 (easy-vqa: colours, shapes, yes/no) hid a collapse: every yes/no question answered 'no' was only 62% of
 all answers on tiny-vlm-v1, under the threshold. `monitor_key` therefore splits free answers by their
 kind (yes/no, number, other text), read off the answer itself: no label and no task name is needed.
+
+Sentences are all different, so in the text set the same rule runs on WORDS: a word in more than the
+threshold's share of the window's answers (against its share among the base answers) is a collapse of one
+slot of the answer. On tiny-omni's open items an embedding reward put 'triangle' in 50 of 50 descriptions
+(base: 23) while the colours still varied, which no whole-answer share shows.
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ from .data import Query
 from .rewards.prior import GLOBAL, answer_set_key
 
 YES_NO = frozenset({"yes", "no", "true", "false"})
+TEXT = ":text"  # suffix of the free-text answer sets, watched word by word
+_WORD = re.compile(r"[a-z]{3,}")
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(\.\d+)?")
 
 
@@ -56,6 +63,21 @@ def top_share(answers: Iterable[str]) -> tuple[str | None, float, int]:
     return answer, k / n, n
 
 
+def word_shares(answers: list[str]) -> dict[str, float]:
+    """Share of the answers that contain each word (lowercase, 3+ letters)."""
+    counts = Counter(w for a in answers for w in set(_WORD.findall(a.lower())))
+    return {w: k / len(answers) for w, k in counts.items()} if answers else {}
+
+
+def base_word_shares_from(pairs: Iterable[tuple[Hashable, str | None]]) -> dict[Hashable, dict[str, float]]:
+    """Per free-text answer set, each word's share among the base answers."""
+    by_key: dict[Hashable, list[str]] = {}
+    for key, answer in pairs:
+        if answer is not None and str(key).endswith(TEXT):
+            by_key.setdefault(key, []).append(answer)
+    return {k: word_shares(v) for k, v in by_key.items()}
+
+
 def base_shares_from(pairs: Iterable[tuple[Hashable, str | None]]) -> dict[Hashable, float]:
     """Per answer set, the top answer's share among base answers (e.g. the base model's greedy answers)."""
     by_key: dict[Hashable, list[str]] = {}
@@ -66,10 +88,12 @@ def base_shares_from(pairs: Iterable[tuple[Hashable, str | None]]) -> dict[Hasha
 
 
 class AnswerPriorMonitor:
-    def __init__(self, params, base_shares: dict[Hashable, float] | None = None):
+    def __init__(self, params, base_shares: dict[Hashable, float] | None = None,
+                 base_words: dict[Hashable, dict[str, float]] | None = None):
         """`params`: a SafeguardConfig (its prior_* fields)."""
         self.p = params
         self.base: dict[Hashable, float] = dict(base_shares or {})
+        self.base_words: dict[Hashable, dict[str, float]] = dict(base_words or {})
         self.windows: dict[Hashable, list[str]] = {}
         self.seen: dict[Hashable, int] = {}  # items counted per answer set, for measuring the base
 
@@ -91,6 +115,8 @@ class AnswerPriorMonitor:
             self.seen[key] = self.seen.get(key, 0) + 1
             if key not in self.base and self.seen[key] == w:  # no base given: the first full window is the base
                 self.base[key] = top_share(win)[1]
+            if str(key).endswith(TEXT) and key not in self.base_words and self.seen[key] == w:
+                self.base_words[key] = word_shares(win)
             if key not in touched:
                 touched.append(key)
         reasons = []
@@ -100,16 +126,34 @@ class AnswerPriorMonitor:
             if thr is not None and n >= self.p.prior_min_items and share > thr:
                 reasons.append(f"answer-prior collapse: {answer!r} is the majority answer of {share:.0%} of the last {n} "
                                f"items with answer set {key!r} (base {self.base[key]:.0%}, threshold {thr:.0%})")
+            elif key in self.base_words and n >= self.p.prior_min_items:
+                word = self._word_collapse(key)
+                if word:
+                    reasons.append(word)
         return "; ".join(reasons) or None
+
+    def _word_collapse(self, key: Hashable) -> str | None:
+        """The word furthest over its threshold in this text set's window, as a reason; None if none is over."""
+        win, base = self.windows[key], self.base_words[key]
+        over = [(share - max(self.p.prior_max_share, base.get(w, 0.0) + self.p.prior_margin), w, share)
+                for w, share in word_shares(win).items()]
+        over = [o for o in over if o[0] > 0]
+        if not over:
+            return None
+        _, w, share = max(over)
+        return (f"answer-prior collapse: the word {w!r} is in {share:.0%} of the last {len(win)} answers with answer "
+                f"set {key!r} (base {base.get(w, 0.0):.0%})")
 
     def shares(self) -> dict[Hashable, tuple[str | None, float, int]]:
         """Per answer set: (top majority answer, its share, items) over the current window, for logging."""
         return {k: top_share(v) for k, v in self.windows.items()}
 
     def state_dict(self) -> dict:
-        return {"base": dict(self.base), "windows": {k: list(v) for k, v in self.windows.items()}, "seen": dict(self.seen)}
+        return {"base": dict(self.base), "windows": {k: list(v) for k, v in self.windows.items()}, "seen": dict(self.seen),
+                "base_words": {k: dict(v) for k, v in self.base_words.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.base = dict(state["base"])
         self.windows = {k: list(v) for k, v in state["windows"].items()}
         self.seen = dict(state["seen"])
+        self.base_words = {k: dict(v) for k, v in state.get("base_words", {}).items()}  # older checkpoints: none

@@ -99,7 +99,7 @@ class Adaptation:
         t0 = time.perf_counter()
         self.trainer.restore(self.sess.initial_weights)
         self.monitor, self.stopper = CollapseMonitor(self.cfg), EarlyStopper(self.cfg)
-        self.prior = AnswerPriorMonitor(self.cfg, self.prior.base)
+        self.prior = AnswerPriorMonitor(self.cfg, self.prior.base, self.prior.base_words)
         return time.perf_counter() - t0
 
     def checkpoint(self, progress: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..evaluate import answer
 from ..metrics import bleu, cer, embedding_similarity, pass_at_k, rouge_l, wer
-from ..prior_monitor import base_shares_from, monitor_key, top_share
+from ..prior_monitor import base_shares_from, base_word_shares_from, monitor_key, top_share
 from ..rewards.embedder import get_embedder
 from ..seeds import derive
 from . import register_protocol
@@ -81,8 +81,9 @@ def run_transductive(sess) -> dict:
 
     # the base model's own answer prior, against which the answer-prior monitor judges a collapse
     base_rows = out.read("base.jsonl")
-    adaptation.prior.base.update(base_shares_from((monitor_key(by_id[r["id"]].query, r["base_answer"]), r["base_answer"])
-                                                  for r in base_rows if r["id"] in by_id))
+    keyed = [(monitor_key(by_id[r["id"]].query, r["base_answer"]), r["base_answer"]) for r in base_rows if r["id"] in by_id]
+    adaptation.prior.base.update(base_shares_from(keyed))
+    adaptation.prior.base_words.update(base_word_shares_from(keyed))
     # greedy base answers see the original order, so they are also the base of the letters written
     adaptation.prior.base.update({WRITTEN + k: v for k, v in list(adaptation.prior.base.items())
                                   if not k.startswith(WRITTEN)})
