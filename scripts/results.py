@@ -58,10 +58,14 @@ class Task:
     votes: int = 8
 
 
+OLD_LR = ["--lr", "2e-4"]  # the default lr until session 9; these rows ran with it
 TASKS = {
-    "arithmetic": Task("SmolLM2-135M, two-term addition (rg:basic_arithmetic, the default run)", []),
+    "arithmetic": Task("SmolLM2-135M, two-term addition (rg:basic_arithmetic, the default run at lr 2e-4)", OLD_LR),
+    # the default run at the default lr since session 9 (base maj@8: the arithmetic rows, same model and items)
+    "arithmetic_lr1e-4": Task("SmolLM2-135M, two-term addition, the default run (lr 1e-4)", [], votes=0,
+                              rewards=("majority", "random")),
     "arc_easy": Task("SmolLM2-135M, ARC-Easy (bench:arc_easy, 100 items)",
-                     ["--data", "bench:arc_easy", "--task-size", "100"], seeds=(0, 1), rewards=MC),
+                     ["--data", "bench:arc_easy", "--task-size", "100", *OLD_LR], seeds=(0, 1), rewards=MC),
     "gsm8k": Task("SmolLM2-135M, GSM8K (bench:gsm8k, 100 items, 256 tokens)",
                   ["--data", "bench:gsm8k", "--task-size", "100", "--max-new-tokens", "256",
                    "--eval-max-new-tokens", "256", "--epochs", "0"], seeds=(0,), rewards=()),
