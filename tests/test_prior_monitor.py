@@ -132,3 +132,17 @@ def test_a_word_taking_over_free_text_answers_is_caught():
     again = AnswerPriorMonitor(cfg)
     again.load_state_dict(json.loads(json.dumps(mon.state_dict())))
     assert again.base_words == mon.base_words and again.update([(monitor_key(free, "a green triangle"), "a green triangle")])
+
+
+def test_the_monitor_sees_the_answer_the_update_pushes_towards():
+    from ttrl.extractors import get_extractor
+    from ttrl.group import Group
+    from ttrl.trainer import GroupResult
+
+    q, ex = Query("q", "Describe it."), get_extractor("text")
+    g = Group.build(q, ["a red circle", "a red triangle", "a blue triangle", "  "], ex)
+    # an embedding reward: the medoid (highest reward) wins, ties go to the first; unparsed samples never count
+    assert GroupResult(g, [0.2, 0.9, 0.9, 5.0], True).rewarded_answer == "a red triangle"
+    vote = Group.build(q, ["b", "a", "a", "c"], ex)
+    assert GroupResult(vote, [0.0, 1.0, 1.0, 0.0], True).rewarded_answer == vote.majority_answer == "a"
+    assert GroupResult(Group.build(q, ["", " "], ex), [1.0, 0.0], True).rewarded_answer is None

@@ -48,6 +48,15 @@ class GroupResult:
     def pseudo_label(self) -> str | None:  # the majority answer, for label-accuracy metrics
         return self.group.majority_answer
 
+    @property
+    def rewarded_answer(self) -> str | None:
+        """The parsed answer with the highest reward (first on ties): what the update pushes towards. For a vote
+        it is the majority answer; for an embedding reward the medoid, where the majority of sentences that all
+        differ would be an arbitrary sample."""
+        best = max((r, -i) for i, (r, a) in enumerate(zip(self.rewards, self.group.answers)) if a is not None) \
+            if any(a is not None for a in self.group.answers) else None
+        return None if best is None else self.group.answers[-best[1]]
+
 
 @dataclass
 class StepResult:

@@ -61,9 +61,10 @@ class Adaptation:
             if g.gated:
                 self.event("gate", g.gated, item=g.query_id)
         row = {**extra, **st.row(), **self.sess.label_metrics(result)}
-        # collapse within groups (entropy, length) and across items (one answer for every item)
+        # collapse within groups (entropy, length) and across items (one answer for every item: the answers the
+        # update pushes towards)
         # (with option orders the vote counts options, so the letters written are watched too: written_key)
-        prior = self.prior.update([(monitor_key(g.group.query, g.group.majority_answer), g.group.majority_answer)
+        prior = self.prior.update([(monitor_key(g.group.query, g.rewarded_answer), g.rewarded_answer)
                                    for g in result.groups]
                                   + [(written_key(g.group.query), g.written) for g in result.groups if g.written]) \
             if self.cfg.prior_monitor != "off" else None
