@@ -128,6 +128,7 @@ def test_a_word_taking_over_free_text_answers_is_caught():
              if (r := mon.update([(monitor_key(free, a), a)]))}
     # 'triangle' in 100% of the window from item 7 on (8 items): over max(0.9, 0.5 + 0.25)
     assert min(fired) == 7 and "the word 'triangle'" in fired[7] and "'global:text'" in fired[7]
+    assert mon.top_words() == {"global:text": ("triangle", 1.0)}  # logged every step
     # the word bases survive a checkpoint
     again = AnswerPriorMonitor(cfg)
     again.load_state_dict(json.loads(json.dumps(mon.state_dict())))

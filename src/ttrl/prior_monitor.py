@@ -144,6 +144,17 @@ class AnswerPriorMonitor:
         return (f"answer-prior collapse: the word {w!r} is in {share:.0%} of the last {len(win)} answers with answer "
                 f"set {key!r} (base {base.get(w, 0.0):.0%})")
 
+    def top_words(self) -> dict[Hashable, tuple[str, float]]:
+        """Per free-text answer set: the word furthest above its base share in the window, and its share."""
+        out = {}
+        for key, win in self.windows.items():
+            shares = word_shares(win) if str(key).endswith(TEXT) else {}
+            if shares:
+                base = self.base_words.get(key, {})
+                _, word = max((sh - base.get(w, 0.0), w) for w, sh in shares.items())
+                out[key] = (word, shares[word])
+        return out
+
     def shares(self) -> dict[Hashable, tuple[str | None, float, int]]:
         """Per answer set: (top majority answer, its share, items) over the current window, for logging."""
         return {k: top_share(v) for k, v in self.windows.items()}

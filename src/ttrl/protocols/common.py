@@ -71,6 +71,8 @@ class Adaptation:
         if self.cfg.prior_monitor != "off":  # what the monitor sees: the top majority answer's share per answer set
             for key, (top, share, n) in self.prior.shares().items():
                 row[f"prior/{key}/top"], row[f"prior/{key}/share"], row[f"prior/{key}/items"] = top, share, n
+            for key, (word, share) in self.prior.top_words().items():  # free text: the most widespread word
+                row[f"prior/{key}/top_word"], row[f"prior/{key}/top_word_share"] = word, share
         fired = [(kind, why, action) for kind, why, action in (("collapse", self.monitor.update(st), self.cfg.monitor),
                                                                 ("answer_prior", prior, self.cfg.prior_monitor)) if why]
         for kind, why, action in fired:
