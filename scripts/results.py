@@ -194,6 +194,7 @@ def table(root: Path) -> str:
                  [any_run[k].get("base_top_answer_share") for k in sorted(any_run)],
                  [_yes_no_share(root, first[k], base=True) for k in sorted(any_run)], None),
                 (f"base maj@{t.votes}", list(voted), [s.get("base_maj_accuracy") for s in voted.values()], [], [], None)]
+        rows = rows if t.votes else rows[:1]  # no maj@N sampled for this task (see its title)
         for reward in t.rewards:
             rs = [(r, s) for r, s in done if r.reward == reward]
             if rs:
