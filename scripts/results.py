@@ -178,8 +178,8 @@ def _yes_no_share(root: Path, run: Run, base: bool = False) -> str | None:
 
 
 def table(root: Path) -> str:
-    lines = ["| task | row | seeds | accuracy % (mean ± sd) | per seed | top-answer share % | yes/no top answer % "
-             "| answer-prior monitor |", "|---|---|---|---|---|---|---|---|"]
+    lines = [("| task | row | seeds | accuracy % (mean ± sd) | per seed | top-answer share % | yes/no top answer % "
+              "| answer-prior monitor |"), "|---|---|---|---|---|---|---|---|"]
     commands = []
     for key, t in TASKS.items():
         runs = plan([key])

@@ -51,10 +51,9 @@ def test_bleu_identical_and_hand_pair():
 
 class _TableEmbedder:
     """A lookup table of unit vectors, so the mean cosine can be computed by hand."""
-    vectors = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.6, 0.8]}
-
     def encode(self, texts):
-        return np.array([self.vectors[t] for t in texts], dtype=np.float32)
+        vectors = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.6, 0.8]}
+        return np.array([vectors[t] for t in texts], dtype=np.float32)
 
 
 def test_embedding_similarity_hand_values_and_the_bundled_embedder():

@@ -6,8 +6,7 @@ import pytest
 
 from ttrl.config import SafeguardConfig
 from ttrl.data import Query
-from ttrl.prior_monitor import (AnswerPriorMonitor, answer_kind, base_shares_from, base_word_shares_from, monitor_key,
-                                 top_share)
+from ttrl.prior_monitor import AnswerPriorMonitor, answer_kind, base_shares_from, base_word_shares_from, monitor_key, top_share
 
 K = "options:4"
 
