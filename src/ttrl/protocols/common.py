@@ -31,6 +31,8 @@ class Adaptation:
         self.trainer = sess.trainer
         self.monitor = CollapseMonitor(self.cfg)
         self.prior = AnswerPriorMonitor(self.cfg)  # base shares set by the protocol from the base model's answers
+        # a text-to-image run's answers are PNG paths: no answer prior to watch (their words are folder names)
+        self.watch_prior = self.cfg.prior_monitor != "off" and not getattr(sess, "images", False)
         self.stopper = EarlyStopper(self.cfg)
         self.tokens, self.seconds = 0, 0.0
         self.stopped: str | None = None
@@ -67,8 +69,8 @@ class Adaptation:
         prior = self.prior.update([(monitor_key(g.group.query, g.rewarded_answer), g.rewarded_answer)
                                    for g in result.groups]
                                   + [(written_key(g.group.query), g.written) for g in result.groups if g.written]) \
-            if self.cfg.prior_monitor != "off" else None
-        if self.cfg.prior_monitor != "off":  # what the monitor sees: the top majority answer's share per answer set
+            if self.watch_prior else None
+        if self.watch_prior:  # what the monitor sees: the top majority answer's share per answer set
             for key, (top, share, n) in self.prior.shares().items():
                 row[f"prior/{key}/top"], row[f"prior/{key}/share"], row[f"prior/{key}/items"] = top, share, n
             for key, (word, share) in self.prior.top_words().items():  # free text: the most widespread word
