@@ -69,22 +69,22 @@ def word_shares(answers: list[str]) -> dict[str, float]:
     return {w: k / len(answers) for w, k in counts.items()} if answers else {}
 
 
-def base_word_shares_from(pairs: Iterable[tuple[Hashable, str | None]]) -> dict[Hashable, dict[str, float]]:
-    """Per free-text answer set, each word's share among the base answers."""
-    by_key: dict[Hashable, list[str]] = {}
-    for key, answer in pairs:
-        if answer is not None and str(key).endswith(TEXT):
-            by_key.setdefault(key, []).append(answer)
-    return {k: word_shares(v) for k, v in by_key.items()}
-
-
-def base_shares_from(pairs: Iterable[tuple[Hashable, str | None]]) -> dict[Hashable, float]:
-    """Per answer set, the top answer's share among base answers (e.g. the base model's greedy answers)."""
+def _by_key(pairs: Iterable[tuple[Hashable, str | None]]) -> dict[Hashable, list[str]]:
     by_key: dict[Hashable, list[str]] = {}
     for key, answer in pairs:
         if answer is not None:
             by_key.setdefault(key, []).append(answer)
-    return {k: top_share(v)[1] for k, v in by_key.items()}
+    return by_key
+
+
+def base_word_shares_from(pairs: Iterable[tuple[Hashable, str | None]]) -> dict[Hashable, dict[str, float]]:
+    """Per free-text answer set, each word's share among the base answers."""
+    return {k: word_shares(v) for k, v in _by_key(pairs).items() if str(k).endswith(TEXT)}
+
+
+def base_shares_from(pairs: Iterable[tuple[Hashable, str | None]]) -> dict[Hashable, float]:
+    """Per answer set, the top answer's share among base answers (e.g. the base model's greedy answers)."""
+    return {k: top_share(v)[1] for k, v in _by_key(pairs).items()}
 
 
 class AnswerPriorMonitor:
@@ -132,28 +132,27 @@ class AnswerPriorMonitor:
                     reasons.append(word)
         return "; ".join(reasons) or None
 
+    def _top_word(self, key: Hashable, verdict: bool = False) -> tuple[float, str, float] | None:
+        """(excess, word, share) of the window's word furthest above its base share, or, for a verdict, above its
+        threshold max(prior_max_share, base share + prior_margin); None without words."""
+        base = self.base_words.get(key, {})
+        floor, margin = (self.p.prior_max_share, self.p.prior_margin) if verdict else (0.0, 0.0)
+        shares = word_shares(self.windows[key])
+        return max(((sh - max(floor, base.get(w, 0.0) + margin), w, sh) for w, sh in shares.items()), default=None)
+
     def _word_collapse(self, key: Hashable) -> str | None:
         """The word furthest over its threshold in this text set's window, as a reason; None if none is over."""
-        win, base = self.windows[key], self.base_words[key]
-        over = [(share - max(self.p.prior_max_share, base.get(w, 0.0) + self.p.prior_margin), w, share)
-                for w, share in word_shares(win).items()]
-        over = [o for o in over if o[0] > 0]
-        if not over:
+        top = self._top_word(key, verdict=True)
+        if top is None or top[0] <= 0:
             return None
-        _, w, share = max(over)
-        return (f"answer-prior collapse: the word {w!r} is in {share:.0%} of the last {len(win)} answers with answer "
-                f"set {key!r} (base {base.get(w, 0.0):.0%})")
+        _, w, share = top
+        return (f"answer-prior collapse: the word {w!r} is in {share:.0%} of the last {len(self.windows[key])} answers "
+                f"with answer set {key!r} (base {self.base_words[key].get(w, 0.0):.0%})")
 
     def top_words(self) -> dict[Hashable, tuple[str, float]]:
         """Per free-text answer set: the word furthest above its base share in the window, and its share."""
-        out = {}
-        for key, win in self.windows.items():
-            shares = word_shares(win) if str(key).endswith(TEXT) else {}
-            if shares:
-                base = self.base_words.get(key, {})
-                _, word = max((sh - base.get(w, 0.0), w) for w, sh in shares.items())
-                out[key] = (word, shares[word])
-        return out
+        tops = {k: self._top_word(k) for k in self.windows if str(k).endswith(TEXT)}
+        return {k: (t[1], t[2]) for k, t in tops.items() if t is not None}
 
     def shares(self) -> dict[Hashable, tuple[str | None, float, int]]:
         """Per answer set: (top majority answer, its share, items) over the current window, for logging."""

@@ -53,9 +53,8 @@ class GroupResult:
         """The parsed answer with the highest reward (first on ties): what the update pushes towards. For a vote
         it is the majority answer; for an embedding reward the medoid, where the majority of sentences that all
         differ would be an arbitrary sample."""
-        best = max((r, -i) for i, (r, a) in enumerate(zip(self.rewards, self.group.answers)) if a is not None) \
-            if any(a is not None for a in self.group.answers) else None
-        return None if best is None else self.group.answers[-best[1]]
+        parsed = [i for i, a in enumerate(self.group.answers) if a is not None]
+        return self.group.answers[max(parsed, key=lambda i: (self.rewards[i], -i))] if parsed else None
 
 
 @dataclass

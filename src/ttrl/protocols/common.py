@@ -70,7 +70,7 @@ class Adaptation:
                                    for g in result.groups]
                                   + [(written_key(g.group.query), g.written) for g in result.groups if g.written]) \
             if self.watch_prior else None
-        if self.watch_prior:  # what the monitor sees: the top majority answer's share per answer set
+        if self.watch_prior:  # what the monitor sees: the top rewarded answer's share per answer set
             for key, (top, share, n) in self.prior.shares().items():
                 row[f"prior/{key}/top"], row[f"prior/{key}/share"], row[f"prior/{key}/items"] = top, share, n
             for key, (word, share) in self.prior.top_words().items():  # free text: the most widespread word
