@@ -103,6 +103,23 @@ def test_answer_prior_reset_undoes_every_update(tmp_path):
     assert {r["id"]: r["response"] for r in jsonl(out / "predictions.jsonl")} == base
 
 
+def test_greedy_probe_fires_first_and_resets(tmp_path):
+    """--prior-probe-every 1: after the first real update the probe answers two adaptation items greedily; with
+    thresholds any answer exceeds it fires at step 1, before the sampled-answer monitor has two items, and the
+    reset brings back the base answers item for item. Its view is in the metrics row."""
+    out = tmp_path / "probe"
+    assert main(transductive(out, "--prior-monitor", "reset", "--prior-min-items", "2", "--prior-max-share", "0",
+                             "--prior-margin", "-1", "--prior-probe-every", "1", "--prior-probe-items", "2",
+                             "--lr", "1e-3")) == 0
+    events = [e for e in jsonl(out / "events.jsonl") if e["event"] != "gate"]
+    assert [e["event"] for e in events] == ["answer_prior", "rollback"] and events[0]["step"] == 1
+    assert events[0]["reason"].startswith("greedy probe of 2 items: answer-prior collapse")
+    (row,) = jsonl(out / "metrics.jsonl")
+    assert row["probe/global:number/items"] == 2 and "greedy probe" in row["answer_prior"]
+    base = {r["id"]: r["base_response"] for r in jsonl(out / "base.jsonl")}
+    assert {r["id"]: r["response"] for r in jsonl(out / "predictions.jsonl")} == base
+
+
 # cluster_vote's novelty bonus keeps a buffer of recent anchors across steps: a resume must restore it
 STATEFUL_REWARD = ["--reward", "majority+0.5*cluster_vote", "--cluster-vote-novelty", "1.0"]
 

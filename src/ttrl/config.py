@@ -196,6 +196,11 @@ class SafeguardConfig:
                                  "share of the window's items (collapsed runs of issue 16: 0.94 to 1.0)")
     prior_margin: float = opt(0.25, "... and more than the base model's share of its own top answer plus this margin "
                               "(ARC-Easy base: 0.41, collapsed: 1.0)")
+    prior_probe_every: int = opt(0, "every this many steps, answer prior_probe_items adaptation items greedily and judge "
+                                 "those answers with the answer-prior rules against their greedy answers before the first "
+                                 "update: at T 1 the rewarded samples can vary while greedy answers collapse (tiny-omni: "
+                                 "'triangle' in 50 of 50 descriptions, unseen by the monitor; issue 19); 0 = off", ge=0)
+    prior_probe_items: int = opt(16, "adaptation items the greedy probe answers (queries only)", ge=1)
     early_stop_patience: int = opt(0, "stop when the mean reward has not improved for this many steps; 0 = off", ge=0)
     early_stop_delta: float = opt(0.01, "improvement in mean reward that resets the patience counter", ge=0)
     max_steps: int = opt(0, "budget: update steps; 0 = unlimited", ge=0)

@@ -9,9 +9,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..data import Query
+from ..evaluate import answer
 from ..prior_monitor import AnswerPriorMonitor, monitor_key
+from ..prior_probe import GreedyProbe
 from ..rewards.prior import answer_set_key
 from ..safeguards import CollapseMonitor, EarlyStopper, budget_reason
+from ..seeds import derive
 from ..stats import AdaptationState
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,9 @@ class Adaptation:
         self.prior = AnswerPriorMonitor(self.cfg)  # base shares set by the protocol from the base model's answers
         # a text-to-image run's answers are PNG paths: no answer prior to watch (their words are folder names)
         self.watch_prior = self.cfg.prior_monitor != "off" and not getattr(sess, "images", False)
+        # greedy answers to a few adaptation items every prior_probe_every steps (prior_probe.py)
+        probed = [it.query for it in sess.adapt_items[:self.cfg.prior_probe_items]] if self.watch_prior else []
+        self.probe = GreedyProbe(self.cfg, probed, self._greedy)
         self.stopper = EarlyStopper(self.cfg)
         self.tokens, self.seconds = 0, 0.0
         self.stopped: str | None = None
@@ -46,6 +52,12 @@ class Adaptation:
         if kind != "gate":
             log.warning("%s at step %d: %s", kind, self.trainer.steps, reason)
 
+    def _greedy(self, queries: Sequence[Query]) -> list:
+        s = self.sess.cfg.sampling
+        return [g.answers[0] for g in answer(self.sess.policy, self.sess.extractor, queries, self.sess.instruction,
+                                             max_new_tokens=s.eval_max_new_tokens, batch_size=s.batch_size,
+                                             seed=derive(self.sess.cfg.run.seed, "probe"), desc="")]
+
     def step(self, queries: Sequence[Query], **extra: Any) -> bool:
         """One update on these queries; False once adaptation has stopped (the step is then skipped)."""
         if self.stopped is None:
@@ -55,6 +67,7 @@ class Adaptation:
                 self.event("budget", reason)
         if self.stopped is not None:
             return False
+        self.probe.measure_base()  # once, before the first update
         result = self.trainer.step(queries)
         st = result.stats
         self.tokens += st.tokens
@@ -75,8 +88,13 @@ class Adaptation:
                 row[f"prior/{key}/top"], row[f"prior/{key}/share"], row[f"prior/{key}/items"] = top, share, n
             for key, (word, share) in self.prior.top_words().items():  # free text: the most widespread word
                 row[f"prior/{key}/top_word"], row[f"prior/{key}/top_word_share"] = word, share
+        probe = None
+        if self.probe.due(self.trainer.steps):  # what greedy decoding now answers on the probe items
+            probe = self.probe.check()
+            row.update(self.probe.row())
         fired = [(kind, why, action) for kind, why, action in (("collapse", self.monitor.update(st), self.cfg.monitor),
-                                                                ("answer_prior", prior, self.cfg.prior_monitor)) if why]
+                                                                ("answer_prior", prior, self.cfg.prior_monitor),
+                                                                ("answer_prior", probe, self.cfg.prior_monitor)) if why]
         for kind, why, action in fired:
             row[kind] = why
             self.event(kind, why, action=action)
@@ -104,7 +122,7 @@ class Adaptation:
         t0 = time.perf_counter()
         self.trainer.restore(self.sess.initial_weights)
         self.monitor, self.stopper = CollapseMonitor(self.cfg), EarlyStopper(self.cfg)
-        self.prior = AnswerPriorMonitor(self.cfg, self.prior.base, self.prior.base_words)
+        self.prior = AnswerPriorMonitor(self.cfg, self.prior.base, self.prior.base_words)  # the probe's base holds
         return time.perf_counter() - t0
 
     def checkpoint(self, progress: dict[str, Any]) -> None:
@@ -115,7 +133,7 @@ class Adaptation:
     def _state(self, progress: dict[str, Any]) -> AdaptationState:
         return AdaptationState(self.trainer.state_dict(), progress, self.tokens, self.seconds, self.stopped,
                                dict(self.counts), self.monitor.state_dict(), self.stopper.state_dict(),
-                               self.last_good, self.good_step, self.prior.state_dict())
+                               self.last_good, self.good_step, {**self.prior.state_dict(), "probe": self.probe.state_dict()})
 
     def resume(self, start: dict[str, Any]) -> dict[str, Any]:
         """Protocol progress to start from: `start` for a new run; on --resume, the checkpoint's, with
@@ -128,6 +146,7 @@ class Adaptation:
         self.counts = dict(state.counts)
         self.monitor.load_state_dict(state.monitor)
         self.prior.load_state_dict(state.prior)
+        self.probe.load_state_dict(state.prior.get("probe"))  # older checkpoints: none (measured again)
         self.stopper.load_state_dict(state.stopper)
         self.last_good, self.good_step = state.last_good, state.good_step
         steps = self.trainer.steps
