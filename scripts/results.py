@@ -85,7 +85,7 @@ VQA_REWARDS = ("majority", "ttrv", "prior_vote", BAL, GUARD, BAL_GUARD, "random"
 TASKS["easyvqa"] = Task("tiny-vlm (rebuilt, issue 16), easy-vqa test (300 items)", ["--model", "tiny-vlm", *VQA],
                         seeds=(0, 1), votes=16, rewards=VQA_REWARDS)
 TASKS["easyvqa_v1"] = Task("tiny-vlm-v1 (the first tower), easy-vqa test (300 items)", ["--model", "tiny-vlm-v1", *VQA],
-                           seeds=(0,), votes=16, rewards=VQA_REWARDS)
+                           seeds=(0, 1), votes=16, rewards=VQA_REWARDS)
 
 
 @dataclass
