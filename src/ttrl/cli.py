@@ -168,6 +168,9 @@ def _report(cfg: Config, summary: dict) -> int:
     print(f"\nbase accuracy     {_pct(summary['base_accuracy'])}   (greedy, {summary['n_eval']} items)")
     if summary.get("base_maj_accuracy") is not None:
         print(f"base maj@{cfg.protocol.base_maj_votes:<8d} {_pct(summary['base_maj_accuracy'])}   (ceiling for sharpening)")
+    if summary.get("base_medoid_accuracy") is not None:  # free text: the medoid of the N samples is the vote
+        print(f"base medoid@{cfg.protocol.base_maj_votes:<5d} {_pct(summary['base_medoid_accuracy'])}   "
+              "(the sample closest in meaning to the others)")
     print(f"adapted accuracy  {_pct(summary['adapted_accuracy'])}   "
           f"(after {_updates(summary)} on {summary['n_adapt']} unlabeled items, reward {summary['reward']})")
     if summary.get("adapted_wer") is not None:  # speech: word / character error rates (lower is better)

@@ -14,6 +14,7 @@ from ..evaluate import answer
 from ..metrics import bleu, cer, embedding_similarity, pass_at_k, rouge_l, wer
 from ..prior_monitor import base_shares_from, base_word_shares_from, monitor_key, top_share
 from ..rewards.embedder import get_embedder
+from ..rewards.embedding import medoid_index
 from ..seeds import derive
 from . import register_protocol
 from .common import WRITTEN, Adaptation
@@ -158,7 +159,21 @@ def run_transductive(sess) -> dict:
                 if sess.answer_type == "text":  # sentences: also closeness in meaning (OP-TTRAV's third metric)
                     summary[f"{name}_embedding_similarity"] = embedding_similarity(
                         hyps, refs, get_embedder(sess.trainer.ctx.state))
+    if sess.answer_type == "text" and counted:
+        summary["base_medoid_accuracy"] = medoid_accuracy(sess, votes, by_id)
     return summary
+
+
+def medoid_accuracy(sess, votes: dict, by_id: dict) -> float | None:
+    """Free text's maj@N: accuracy of the medoid of each item's N base samples (the answer embedding_medoid pushes
+    towards). Sentences rarely repeat, so an exact-text majority is one arbitrary sample; where the medoid is no
+    better than greedy, consensus rewards have nothing to sharpen towards (issue 16's finding, for sentences)."""
+    embedder, hits = get_embedder(sess.trainer.ctx.state), []
+    for v in votes.values():
+        answers = [a for a in v["votes"] if a]
+        if answers and by_id[v["id"]].answer is not None:
+            hits.append(bool(sess.score(answers[medoid_index(embedder.encode(answers))], by_id[v["id"]])))
+    return float(np.mean(hits)) if hits else None
 
 
 def error_rates(sess, preds: list[dict], base: dict, votes: dict) -> dict:
