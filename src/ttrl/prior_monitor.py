@@ -154,6 +154,16 @@ class AnswerPriorMonitor:
         tops = {k: self._top_word(k) for k in self.windows if str(k).endswith(TEXT)}
         return {k: (t[1], t[2]) for k, t in tops.items() if t is not None}
 
+    def row(self, prefix: str = "prior") -> dict:
+        """The monitor's view for a metrics row: per answer set the top answer, its share and items, and for free
+        text the word furthest above its base share, with its share."""
+        row = {}
+        for key, (top, share, n) in self.shares().items():
+            row[f"{prefix}/{key}/top"], row[f"{prefix}/{key}/share"], row[f"{prefix}/{key}/items"] = top, share, n
+        for key, (word, share) in self.top_words().items():
+            row[f"{prefix}/{key}/top_word"], row[f"{prefix}/{key}/top_word_share"] = word, share
+        return row
+
     def shares(self) -> dict[Hashable, tuple[str | None, float, int]]:
         """Per answer set: (top majority answer, its share, items) over the current window, for logging."""
         return {k: top_share(v) for k, v in self.windows.items()}

@@ -50,16 +50,8 @@ class GreedyProbe:
         return f"greedy probe of {len(self.queries)} items: {reason}" if reason else None
 
     def row(self) -> dict:
-        """The latest probe's view for a metrics row: per answer set the top answer, its share and items, and for
-        free text the word furthest above its base share."""
-        if self.last is None:
-            return {}
-        row = {}
-        for key, (top, share, n) in self.last.shares().items():
-            row[f"probe/{key}/top"], row[f"probe/{key}/share"], row[f"probe/{key}/items"] = top, share, n
-        for key, (word, share) in self.last.top_words().items():
-            row[f"probe/{key}/top_word"], row[f"probe/{key}/top_word_share"] = word, share
-        return row
+        """The latest probe's view for a metrics row (AnswerPriorMonitor.row under "probe/")."""
+        return {} if self.last is None else self.last.row("probe")
 
     def state_dict(self) -> dict:
         return {"base": None if self.base is None else list(self.base)}

@@ -84,10 +84,7 @@ class Adaptation:
                                   + [(written_key(g.group.query), g.written) for g in result.groups if g.written]) \
             if self.watch_prior else None
         if self.watch_prior:  # what the monitor sees: the top rewarded answer's share per answer set
-            for key, (top, share, n) in self.prior.shares().items():
-                row[f"prior/{key}/top"], row[f"prior/{key}/share"], row[f"prior/{key}/items"] = top, share, n
-            for key, (word, share) in self.prior.top_words().items():  # free text: the most widespread word
-                row[f"prior/{key}/top_word"], row[f"prior/{key}/top_word_share"] = word, share
+            row.update(self.prior.row())
         probe = None
         if self.probe.due(self.trainer.steps):  # what greedy decoding now answers on the probe items
             probe = self.probe.check()
