@@ -56,6 +56,16 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def rewrite_block(doc: Path, marker: str, text: str) -> None:
+    """Replace the <!-- marker --> ... <!-- /marker --> block of `doc` with `text`."""
+    open_, close = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    old = doc.read_text()
+    if open_ not in old or close not in old:
+        sys.exit(f"{doc}: no {open_} ... {close} block to rewrite")
+    head, rest = old.split(open_, 1)
+    doc.write_text(f"{head}{open_}\n{text}\n{close}{rest.split(close, 1)[1]}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", nargs="?", default="runs/omni", help="folder of the run folders")
@@ -65,9 +75,4 @@ if __name__ == "__main__":
     text = table(Path(a.root))
     print(text)
     if a.doc:
-        doc, open_, close = Path(a.doc), f"<!-- {a.marker} -->", f"<!-- /{a.marker} -->"
-        old = doc.read_text()
-        if open_ not in old or close not in old:
-            sys.exit(f"{doc}: no {open_} ... {close} block to rewrite")
-        head, rest = old.split(open_, 1)
-        doc.write_text(f"{head}{open_}\n{text}\n{close}{rest.split(close, 1)[1]}")
+        rewrite_block(Path(a.doc), a.marker, text)
