@@ -14,17 +14,10 @@ from pathlib import Path
 
 from op_ttrav_table import cell, rewrite_block
 
-COLUMNS = (("accuracy", "full"), ("colour", "colour"), ("shape", "shape"), ("binding", "binding"),
-           ("position", "position"), ("items_{}_accuracy", "full, prompts adapted on"),
+# summary key ({} = base or adapted) -> column name
+COLUMNS = (("{}_accuracy", "full"), ("{}_colour", "colour"), ("{}_shape", "shape"), ("{}_binding", "binding"),
+           ("{}_position", "position"), ("adapted_items_{}_accuracy", "full, prompts adapted on"),
            ("other_items_{}_accuracy", "full, other prompts"))
-
-
-def value(summary: dict, key: str, side: str) -> float | None:
-    if key == "items_{}_accuracy":
-        return summary.get(f"adapted_items_{side}_accuracy")
-    if "{}" in key:
-        return summary.get(key.format(side))
-    return summary.get(f"{side}_{key}")
 
 
 def table(root: Path) -> str:
@@ -41,7 +34,7 @@ def table(root: Path) -> str:
         row = [reward, ",".join(str(r["_seed"]) for r in rs), str(rs[0].get("adapted_n_images", "-"))]
         for key, _ in COLUMNS:
             for side in ("base", "adapted"):
-                row.append(cell([100 * v for r in rs if (v := value(r, key, side)) is not None], "{:.1f}"))
+                row.append(cell([100 * v for r in rs if (v := r.get(key.format(side))) is not None], "{:.1f}"))
         curves = [[json.loads(x)["reward_mean"] for x in (root / f"{reward}-s{r['_seed']}" / "metrics.jsonl")
                    .read_text().splitlines() if x.strip()] for r in rs]
         row.append(" ; ".join(f"{c[0]:.2f} / {c[-1]:.2f}" for c in curves if c) or "-")

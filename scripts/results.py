@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import statistics
+from collections import Counter
 import subprocess
 import sys
 import time
@@ -165,8 +166,6 @@ def _prior_verdict(root: Path, run: Run) -> str:
 def _yes_no_share(root: Path, run: Run, base: bool = False) -> str | None:
     """Top answer among the yes/no answers (e.g. 'no 100'), where a run has any: the collapse the global
     top-answer share hides on a task that mixes yes/no with other questions."""
-    from collections import Counter
-
     p = root / run.name / ("base.jsonl" if base else "predictions.jsonl")
     key = "base_answer" if base else "adapted_answer"
     rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []

@@ -427,14 +427,14 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
                                          add_generation_prompt=True, tokenize=False) for d, q, _ in rows]
         enc = tok(texts, return_tensors="pt", padding=True)
         logits = two_way(model(**enc, position_ids=positions(enc["attention_mask"]), logits_to_keep=1).logits[:, -1])
-        enc_target = torch.tensor([int(a) for _, _, a in rows])
-        loss = F.cross_entropy(logits.float(), enc_target)
+        text_target = torch.tensor([int(a) for _, _, a in rows])
+        loss = F.cross_entropy(logits.float(), text_target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         text_losses.append(loss.item())
-        text_hits.append(((logits[:, 1] > logits[:, 0]).long() == enc_target).float().mean().item())
+        text_hits.append(((logits[:, 1] > logits[:, 0]).long() == text_target).float().mean().item())
         done = len(text_hits) >= 3 and np.mean(text_hits[-3:]) >= budget.und_text_stop_acc
         if log and ((step + 1) % 10 == 0 or done):
             log(f"understanding text warm-up step {step + 1}/{budget.und_text_steps} loss {np.mean(text_losses[-10:]):.4f}"
