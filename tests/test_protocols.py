@@ -149,8 +149,13 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     # the same samples, rewards and counts; losses and KL to float rounding (CPU GEMMs may round
     # differently with buffer alignment, which differs between processes)
     assert len(mb) == len(ma) == 8
+    def numbers(row):  # pytest >= 9.2 refuses approx on strings (the monitor's logged top answers): those exactly
+        return {k: v for k, v in strip(row).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
     for x, y in zip(ma, mb):
-        assert strip(x) == pytest.approx(strip(y), rel=1e-4, abs=1e-7)
+        assert {k: v for k, v in strip(x).items() if k not in numbers(x)} == \
+            {k: v for k, v in strip(y).items() if k not in numbers(y)}
+        assert numbers(x) == pytest.approx(numbers(y), rel=1e-4, abs=1e-7)
     assert jsonl(ref / "base.jsonl") == jsonl(killed / "base.jsonl")
     # resuming a finished run changes nothing
     assert main(["run", "--resume", str(killed)]) == 0
