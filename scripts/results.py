@@ -15,10 +15,10 @@ import json
 import os
 import shlex
 import statistics
-from collections import Counter
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +128,7 @@ def finished(run: Run, root: Path) -> dict | None:
 def execute(runs: list[Run], root: Path, jobs: int) -> None:
     todo = [r for r in runs if finished(r, root) is None]
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if jobs > 1 else dict(os.environ)
-    live: list[tuple[Run, subprocess.Popen]] = []
+    live: list[tuple[Run, subprocess.Popen, object]] = []
     while todo or live:
         while todo and len(live) < jobs:
             r = todo.pop(0)
@@ -136,12 +136,13 @@ def execute(runs: list[Run], root: Path, jobs: int) -> None:
             started = (root / r.name / "config.yaml").exists()  # a killed run continues where it stopped
             cmd = [sys.executable, "-m", "ttrl.cli", "run", "--resume", str(root / r.name)] if started else \
                 [sys.executable, "-m", "ttrl.cli", *command(r, root)[1:], "--overwrite"]
-            log = open(root / f"{r.name}.log", "a")
+            log = open(root / f"{r.name}.log", "a")  # noqa: SIM115 (closed when the run ends, below)
             print("start", shlex.join(command(r, root)), flush=True)
-            live.append((r, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
+            live.append((r, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
         time.sleep(5)
-        for r, p in [x for x in live if x[1].poll() is not None]:
-            live.remove((r, p))
+        for r, p, log in [x for x in live if x[1].poll() is not None]:
+            live.remove((r, p, log))
+            log.close()
             print("done" if p.returncode == 0 else f"FAILED ({p.returncode})", r.name, flush=True)
 
 

@@ -56,8 +56,8 @@ def test_toy_build_is_reproducible_and_runs_meta_ttrl(tmp_path):
 def test_lora_factors_merge_to_the_peft_model():
     from peft import LoraConfig, get_peft_model
 
-    from ttrl.zoo.tiny_janus import Arch, build, merge_lora
-    from ttrl.zoo.tiny_janus_train import lora_factors
+    from ttrl.zoo.lora import lora_factors, merge_lora
+    from ttrl.zoo.tiny_janus import Arch, build
 
     torch.set_num_threads(1)
     arch = Arch(image_size=32, codebook=64, text_layers=1)

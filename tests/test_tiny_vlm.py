@@ -168,3 +168,31 @@ def test_shipped_card_beats_v1_on_every_question_type():
     assert ev["n"] == 300 and "maj@16" in ev and ev["sample_accuracy"]["overall"] < acc["overall"]
     assert card["training"]["build_seconds"] < 30 * 60 and card["training"]["threads"] == 1
     assert tiny_vlm.ASSET.stat().st_size < 5_000_000
+
+
+def test_lm_lora_ships_beside_the_tower_and_merges_at_assembly(tmp_path):
+    """A tower built with `lm_lora_r` ships the LM's LoRA factors in its weights file; `build` merges them, so the
+    assembled LM computes what the LoRA-wrapped LM computed while training (up to the factors' float16)."""
+    import torch
+
+    from ttrl.zoo.lora import lora_factors, with_lora
+
+    torch.set_num_threads(1)
+    model, _ = tiny_vlm.build(None, seed=0)
+    peft_model = with_lora(model, 2, 0, targets=r".*language_model.*layers\.(0|1)\.self_attn\.(q|v)_proj")
+    for n, p in peft_model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(std=0.05)
+    ids = torch.tensor([[1, 5, 9, 11, 42]])
+    with torch.no_grad():
+        want = model.model.language_model(input_ids=ids).last_hidden_state
+    weights = tmp_path / "w.safetensors"
+    tiny_vlm.save_vision_weights(model, weights, lora_factors(peft_model))
+    assert sum(k.startswith("lora.") for k in tiny_vlm.load_vision_weights(weights)) == 8
+    plain, _ = tiny_vlm.build(weights)
+    without, _ = tiny_vlm.build(None, seed=0)
+    with torch.no_grad():
+        got = plain.model.language_model(input_ids=ids).last_hidden_state
+        base = without.model.language_model(input_ids=ids).last_hidden_state
+    assert (want - base).abs().max() > 1e-2  # the LoRA changes the LM ...
+    assert torch.allclose(got, want, atol=2e-3)  # ... and the merged weights reproduce it

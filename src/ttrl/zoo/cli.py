@@ -14,9 +14,9 @@ from pathlib import Path
 # defaults of the shipped weights, per model (zoo/assets/tiny_vlm_card.json, tiny_vlm_v1_card.json: measured results)
 BUILD_DEFAULTS = {
     "tiny-vlm": {"steps": 150, "seed": 0, "batch_size": 16, "lr": 2e-3, "pretrain_epochs": 20, "pretrain_lr": 2e-3,
-                 "tower_lr_scale": 0.1, "yesno_turns": 2},
+                 "tower_lr_scale": 0.1, "yesno_turns": 2, "lm_lora_r": 0, "lm_lora_lr": 5e-4},
     "tiny-vlm-v1": {"steps": 300, "seed": 0, "batch_size": 16, "lr": 1e-3, "pretrain_epochs": 0, "pretrain_lr": 2e-3,
-                    "tower_lr_scale": 1.0, "yesno_turns": 1},
+                    "tower_lr_scale": 1.0, "yesno_turns": 1, "lm_lora_r": 0, "lm_lora_lr": 5e-4},
 }
 
 
@@ -47,6 +47,10 @@ def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
                        help="stage 2: the tower's learning rate over the projector's; 0 = frozen " + dflt("tower_lr_scale"))
     build.add_argument("--yesno-turns", type=int, default=None,
                        help="stage 2: yes/no questions per colour and per shape question " + dflt("yesno_turns"))
+    build.add_argument("--lm-lora-r", type=int, default=None,
+                       help="stage 2: rank of a LoRA on every LM projection, trained with the projector and merged at "
+                            "assembly (LLaVA's stage 2 tunes its LM); 0 = LM frozen " + dflt("lm_lora_r"))
+    build.add_argument("--lm-lora-lr", type=float, default=None, help="stage 2: the LM LoRA's learning rate " + dflt("lm_lora_lr"))
     build.add_argument("--eval-votes", type=int, default=16,
                        help="samples per question for the card's maj@N, at ttrl's default temperature (default: 16)")
     build.add_argument("--eval-per-type", type=int, default=100,

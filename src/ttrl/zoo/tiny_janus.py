@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from . import asset_folder, load_parts, register_model, resolve_model, save_folder, save_parts
+from .lora import LORA_PREFIX, merge_lora
 from .tiny_vlm import chatml_template
 
 ASSET = Path(__file__).parent / "assets" / "tiny_janus.safetensors"
@@ -34,7 +35,6 @@ BUILD_VERSION = 1  # bumped when `assemble` writes something else, so cached fol
 SPECIAL = {"image_token": "<image_placeholder>", "boi_token": "<begin_of_image>", "eoi_token": "<end_of_image>"}
 TRAINED_PREFIXES = ("model.vision_model.", "model.aligner.", "model.vqmodel.", "model.generation_embeddings.",
                     "model.generation_aligner.", "model.generation_head.")
-LORA_PREFIX = "lora."  # lora.<LM module>.A / .B: the generation LoRA's factors, merged at assembly
 PIXEL_MEAN, PIXEL_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Janus' image processor: pixels in [-1, 1]
 
 # SmolLM2's ChatML turns; an image part is one `<image_placeholder>`, which the Janus processor expands to
@@ -162,16 +162,6 @@ def build(arch: Arch | None = None, trained: dict[str, torch.Tensor] | None = No
     gen.bos_token_id, gen.pad_token_id, gen.eos_token_id = tok.bos_token_id, tok.pad_token_id, tok.eos_token_id
     gen.generation_kwargs = {"boi_token_id": tok.convert_tokens_to_ids(SPECIAL["boi_token"])}
     return model.eval(), processor
-
-
-@torch.no_grad()
-def merge_lora(model, trained: dict[str, torch.Tensor]) -> None:
-    """W += B @ A (the scale is folded into B when saved) for every LoRA pair in `trained`."""
-    params = dict(model.named_parameters())
-    names = {k[len(LORA_PREFIX):-2] for k in trained if k.startswith(LORA_PREFIX)}
-    for name in sorted(names):
-        w = params[name + ".weight"]
-        w += trained[f"{LORA_PREFIX}{name}.B"].float() @ trained[f"{LORA_PREFIX}{name}.A"].float()
 
 
 def save_weights(tensors: dict[str, torch.Tensor], arch: Arch, path: Path) -> None:

@@ -55,10 +55,10 @@ from ..scenes import (
 )
 from ..seeds import derive
 from ..tasks.scenes import split
+from .lora import merged, stack_lora, with_lora
 from .tiny_janus import (
     ASSET,
     CARD_NAME,
-    LORA_PREFIX,
     PIXEL_MEAN,
     PIXEL_STD,
     SPECIAL,
@@ -532,48 +532,6 @@ def train_generation(model, processor, arch: Arch, budget: Budget, specs, seed: 
     lora = merged(peft_model)
     model.requires_grad_(False)
     return lora, {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-50:])), "lora_modules": len(lora) // 2}
-
-
-LORA_TARGETS = r".*language_model.*\.(q|k|v|o|gate|up|down)_proj"  # every projection of the LM's layers
-
-
-def with_lora(model, r: int, seed: int):
-    """`model` with a fresh LoRA (rank r, alpha 2r) on every LM projection, seeded; only the LoRA trains."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=LORA_TARGETS))
-
-
-def merged(peft_model) -> dict[str, torch.Tensor]:
-    """The LoRA's factors (lora_factors), then the LoRA merged into the wrapped model's weights and removed, so the
-    next stage trains on top of it."""
-    lora = lora_factors(peft_model)
-    peft_model.merge_and_unload()
-    return lora
-
-
-def stack_lora(*factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One set of factors whose B @ A is the sum of the given sets' (A stacked by rows, B by columns), so the
-    shipped file keeps one LoRA pair per module whatever the number of stages that trained one."""
-    out = {}
-    for key in sorted({k[:-2] for f in factors for k in f}):
-        pairs = [(f[key + ".A"], f[key + ".B"]) for f in factors if key + ".A" in f]
-        out[key + ".A"] = torch.cat([a for a, _ in pairs], 0)
-        out[key + ".B"] = torch.cat([b for _, b in pairs], 1)
-    return out
-
-
-def lora_factors(peft_model) -> dict[str, torch.Tensor]:
-    """{lora.<module>.A, lora.<module>.B * scaling} of every LoRA layer, named as in the plain model, so that
-    tiny_janus.merge_lora adds B @ A to the module's weight."""
-    out = {}
-    for name, module in peft_model.named_modules():
-        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
-            key = name.removeprefix("base_model.model.")
-            out[f"{LORA_PREFIX}{key}.A"] = module.lora_A["default"].weight.detach().clone()
-            out[f"{LORA_PREFIX}{key}.B"] = module.scaling["default"] * module.lora_B["default"].weight.detach().clone()
-    return out
 
 
 # -- evaluation ------------------------------------------------------------------------------------------

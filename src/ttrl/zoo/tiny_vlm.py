@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from . import register_model, resolve_model, save_folder
+from .lora import LORA_PREFIX, merge_lora
 
 ASSETS = Path(__file__).parent / "assets"
 IMAGE_TOKEN = "<image>"
@@ -198,8 +199,8 @@ def build(vision_weights: Path | None = None, seed: int = 0, tower: Tower = DEFA
         torch.cat([lm_head, embed.mean(0, keepdim=True)]) if lm_head is not None else target["model.language_model.embed_tokens.weight"]
     )
     unknown = [k for k in text_sd if not k.startswith("model.")]
-    if vision_weights is not None:
-        target.update(load_vision_weights(vision_weights))
+    trained = load_vision_weights(vision_weights) if vision_weights is not None else {}
+    target.update({k: v for k, v in trained.items() if not k.startswith(LORA_PREFIX)})
     missing, unexpected = model.load_state_dict(target, strict=False)
     missing = [k for k in missing if vision_weights is not None or not k.startswith(TRAINED_PREFIXES)]
     if missing or unexpected or unknown:
@@ -207,6 +208,7 @@ def build(vision_weights: Path | None = None, seed: int = 0, tower: Tower = DEFA
     if config.tie_word_embeddings:
         model.tie_weights()
         assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+    merge_lora(model, trained)  # a tower built with `lm_lora_r` > 0 ships the LM's LoRA factors beside it
 
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -218,16 +220,19 @@ def load_vision_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     sd = load_file(str(path))
-    bad = [k for k in sd if not k.startswith(TRAINED_PREFIXES)]
+    bad = [k for k in sd if not k.startswith(TRAINED_PREFIXES + (LORA_PREFIX,))]
     if bad:
-        raise RuntimeError(f"{path} holds weights other than the vision tower and projector: {bad[:5]}")
+        raise RuntimeError(f"{path} holds weights other than the vision tower, projector and LM LoRA: {bad[:5]}")
     return {k: v.float() for k, v in sd.items()}
 
 
-def save_vision_weights(model, path: Path) -> None:
+def save_vision_weights(model, path: Path, lora: dict[str, torch.Tensor] | None = None) -> None:
+    """The tower + projector (float32) and, if given, the LM's LoRA factors (float16: they are small numbers
+    added to bfloat16-trained weights, and halve the shipped file)."""
     from safetensors.torch import save_file
 
     sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
+    sd.update({k: v.detach().half().contiguous() for k, v in (lora or {}).items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(sd, str(tmp), metadata={"format": "pt", "model": "ttrl tiny-vlm vision tower + projector"})

