@@ -196,3 +196,36 @@ def test_lm_lora_ships_beside_the_tower_and_merges_at_assembly(tmp_path):
         base = without.model.language_model(input_ids=ids).last_hidden_state
     assert (want - base).abs().max() > 1e-2  # the LoRA changes the LM ...
     assert torch.allclose(got, want, atol=2e-3)  # ... and the merged weights reproduce it
+
+
+def test_balanced_yesno_order_hides_the_answer_from_the_wording():
+    """easy-vqa's yes/no answers can be guessed from the wording (a negated question is mostly 'yes'); with
+    `answers` the build's order draws every (negated, shape/colour, answer) bucket equally often."""
+    from collections import Counter
+
+    import easy_vqa
+
+    qs, answers, _ = easy_vqa.get_train_questions()
+    skewed = Counter(tiny_vlm_train.yesno_bucket(q, a) for q, a in zip(qs, answers) if a in ("yes", "no"))
+    assert skewed[(True, "color", "yes")] > 5 * skewed[(True, "color", "no")]  # the shortcut in the raw split
+    order = tiny_vlm_train._train_order(qs, 0, True, 2, answers)
+    head = order[:2400]
+    assert Counter(question_type(qs[i]) for i in head) == {"yesno": 1200, "color": 600, "shape": 600}
+    buckets = Counter(tiny_vlm_train.yesno_bucket(qs[i], answers[i]) for i in head if answers[i] in ("yes", "no"))
+    assert len(buckets) == 8 and set(buckets.values()) == {150}
+    assert len(set(order)) == len(order)
+    assert tiny_vlm_train._train_order(qs, 0, True, 2) != order  # the plain order is unchanged by the option
+
+
+def test_described_targets_name_the_image_before_a_yes_no_answer():
+    from ttrl.extractors import get_extractor
+
+    qs = ["what color is the shape?", "is there not a red shape?", "does the image contain a triangle?",
+          "does the image contain a circle?", "what shape is in the image?", "is there a blue shape?"]
+    answers = ["blue", "yes", "yes", "no", "triangle", "no"]
+    image_ids = [0, 0, 0, 0, 1, 1]  # image 0's shape comes from a yes; image 1's colour is never settled
+    targets = tiny_vlm_train.described(qs, answers, image_ids)
+    assert targets == ["blue", "blue triangle, answer: yes", "blue triangle, answer: yes", "blue triangle, answer: no",
+                       "triangle", None]
+    label = get_extractor("label")
+    assert [label.extract(t) for t in targets[:5]] == ["blue", "yes", "yes", "no", "triangle"]

@@ -14,9 +14,11 @@ from pathlib import Path
 # defaults of the shipped weights, per model (zoo/assets/tiny_vlm_card.json, tiny_vlm_v1_card.json: measured results)
 BUILD_DEFAULTS = {
     "tiny-vlm": {"steps": 150, "seed": 0, "batch_size": 16, "lr": 2e-3, "pretrain_epochs": 20, "pretrain_lr": 2e-3,
-                 "tower_lr_scale": 0.1, "yesno_turns": 2, "lm_lora_r": 0, "lm_lora_lr": 5e-4},
+                 "tower_lr_scale": 0.1, "yesno_turns": 2, "lm_lora_r": 0, "lm_lora_lr": 5e-4,
+                 "yesno_balance": False, "yesno_describe": False},
     "tiny-vlm-v1": {"steps": 300, "seed": 0, "batch_size": 16, "lr": 1e-3, "pretrain_epochs": 0, "pretrain_lr": 2e-3,
-                    "tower_lr_scale": 1.0, "yesno_turns": 1, "lm_lora_r": 0, "lm_lora_lr": 5e-4},
+                    "tower_lr_scale": 1.0, "yesno_turns": 1, "lm_lora_r": 0, "lm_lora_lr": 5e-4,
+                    "yesno_balance": False, "yesno_describe": False},
 }
 
 
@@ -47,6 +49,12 @@ def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
                        help="stage 2: the tower's learning rate over the projector's; 0 = frozen " + dflt("tower_lr_scale"))
     build.add_argument("--yesno-turns", type=int, default=None,
                        help="stage 2: yes/no questions per colour and per shape question " + dflt("yesno_turns"))
+    build.add_argument("--yesno-balance", action=argparse.BooleanOptionalAction, default=None,
+                       help="stage 2: draw yes/no questions evenly over wording (negated or not, shape or colour) and "
+                            "answer, so the answer cannot be read from the question alone " + dflt("yesno_balance"))
+    build.add_argument("--yesno-describe", action=argparse.BooleanOptionalAction, default=None,
+                       help="stage 2: yes/no targets name the image's colour and shape before the answer "
+                            "('red circle, answer: no') " + dflt("yesno_describe"))
     build.add_argument("--lm-lora-r", type=int, default=None,
                        help="stage 2: rank of a LoRA on every LM projection, trained with the projector and merged at "
                             "assembly (LLaVA's stage 2 tunes its LM); 0 = LM frozen " + dflt("lm_lora_r"))

@@ -143,15 +143,48 @@ def _train_batch(processor, questions, answers, pil_images):
     return enc, labels
 
 
-def _train_order(questions: Sequence[str], seed: int, balance_types: bool, yesno_turns: int = 1) -> list[int]:
+def yesno_bucket(question: str, answer: str) -> tuple[bool, str, str]:
+    """(negated, asks about a shape or a colour, answer): what a yes/no answer could be guessed from without the image.
+    easy-vqa's split is skewed within these (a plain "is there a red shape?" is 'no' for 7 colours of 8, a negated
+    one 'yes'), so a model can score 70% on its yes/no questions by reading the wording alone."""
+    words = question.lower().rstrip("?").split()
+    kind = "shape" if any(w in SHAPES for w in words) else "color"
+    return ("not" in words or "no" in words), kind, answer
+
+
+def described(questions: Sequence[str], answers: Sequence[str], image_ids: Sequence[int]) -> list[str | None]:
+    """Training targets that describe the image before a yes/no answer: "red circle, answer: no" (the label
+    extractor reads the answer after "answer:"); colour and shape answers stay one word. The 135M LM then
+    compares the question with words it has just written, instead of with image features it must bind itself.
+    None where the image's shape or colour is not settled by its TRAIN questions (`image_labels`)."""
+    labels = image_labels(questions, answers, image_ids)
+    out: list[str | None] = []
+    for q, a, i in zip(questions, answers, image_ids):
+        shape, color = labels[i]
+        if question_type(q) != "yesno":
+            out.append(a)
+        else:
+            out.append(f"{COLORS[color]} {SHAPES[shape]}, answer: {a}" if shape >= 0 and color >= 0 else None)
+    return out
+
+
+def _train_order(questions: Sequence[str], seed: int, balance_types: bool, yesno_turns: int = 1,
+                 answers: Sequence[str] | None = None) -> list[int]:
     """A seeded pass over the train split; balanced: colour, shape and `yesno_turns` yes/no questions in turn
-    (until the first kind runs out)."""
+    (until the first kind runs out). With `answers`, the yes/no questions come in turn from each `yesno_bucket`
+    as well (every wording as often 'yes' as 'no'), so that only the image tells the answer."""
     order = list(range(len(questions)))
     random.Random(seed).shuffle(order)
     if not balance_types:
         return order
     turns = ("color", "shape") + ("yesno",) * yesno_turns
     by = {k: [i for i in order if question_type(questions[i]) == k] for k in set(turns)}
+    if answers is not None:
+        buckets: dict[tuple, list[int]] = {}
+        for i in by["yesno"]:
+            buckets.setdefault(yesno_bucket(questions[i], answers[i]), []).append(i)
+        lists = [buckets[k] for k in sorted(buckets)]
+        by["yesno"] = [b[r] for r in range(min(map(len, lists))) for b in lists]
     rounds = min(len(by[k]) // turns.count(k) for k in by)
     return [by[k][r * turns.count(k) + turns[:j].count(k)] for r in range(rounds) for j, k in enumerate(turns)]
 
@@ -170,7 +203,8 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
           tower: Tower = DEFAULT, pretrain_epochs: int = 0, pretrain_lr: float = 2e-3, tower_lr_scale: float = 1.0,
           eval_per_type: int = 100, eval_votes: int = 16, log_every: int = 10, probe_at: Sequence[int] = (),
           probe_per_type: int = 30, threads: int | None = None, balance_types: bool = True, yesno_turns: int = 1,
-          lm_lora_r: int = 0, lm_lora_lr: float = 5e-4, log=print) -> dict:
+          lm_lora_r: int = 0, lm_lora_lr: float = 5e-4, yesno_balance: bool = False, yesno_describe: bool = False,
+          log=print) -> dict:
     """Train `tower`'s vision tower + projector (LM frozen in bfloat16) on easy-vqa TRAIN, evaluate, save.
 
     Writes the tower + projector weights to `out` (default: the tower's asset) and its card (`tower.card`) beside it.
@@ -181,6 +215,10 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
     `balance_types`: draw colour, shape and yes/no questions in turn (the split is 74% yes/no; without
     balancing, colour and shape questions stayed at chance for 300+ steps while yes/no improved);
     `yesno_turns` yes/no questions per colour and shape one (yes/no, which the frozen LM must reason over, learns slowest).
+    `yesno_balance`: yes/no questions drawn evenly over `yesno_bucket`s (negated or not, shape or colour, yes or
+    no); without it tiny-vlm learned to answer from the wording (every negated question 'yes', every plain one 'no').
+    `yesno_describe`: yes/no targets describe the image first (`described`); such a model answers with a short
+    reasoning, as TTRV's models do, so its sampled answers can differ in what they saw.
     `lm_lora_r`: > 0 also trains a LoRA of that rank on every projection of the LM (at `lm_lora_lr`), as LLaVA's
     second stage fine-tunes its LM; its factors ship beside the tower and merge at assembly. 0 = LM frozen.
     `threads`: torch CPU threads. On a shared machine use 1: with other jobs running, every multi-threaded
@@ -223,7 +261,9 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
     # cosine decay to lr/10: with a constant lr the answer biases swung from one checkpoint to the next
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps))))
-    order = _train_order(qs, seed, balance_types, yesno_turns)
+    targets = described(qs, answers, image_ids) if yesno_describe else list(answers)
+    order = [i for i in _train_order(qs, seed, balance_types, yesno_turns, answers if yesno_balance else None)
+             if targets[i] is not None]
 
     model.eval()  # nothing here has dropout; eval mode keeps the frozen part exactly as at test time
     probes: dict[int, dict] = {}
@@ -231,7 +271,7 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
     t0 = time.time()
     for step in range(steps):
         chunk = [order[(step * batch_size + j) % len(order)] for j in range(batch_size)]
-        enc, labels = _train_batch(processor, [qs[i] for i in chunk], [answers[i] for i in chunk],
+        enc, labels = _train_batch(processor, [qs[i] for i in chunk], [targets[i] for i in chunk],
                                    [load_image(paths[image_ids[i]]) for i in chunk])
         loss = _answer_loss(model, enc, labels)
         opt.zero_grad(set_to_none=True)
@@ -287,11 +327,13 @@ def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-
                                         "colour (linear head on its mean final state, dropped), horizontal flips, "
                                         "AdamW wd 0.05, 1-epoch warmup, cosine to 0"},
             "steps": steps, "batch_size": batch_size, "lr": lr, "tower_lr_scale": tower_lr_scale,
-            "yesno_turns": yesno_turns, "lm_lora_r": lm_lora_r, **({"lm_lora_lr": lm_lora_lr} if lm_lora_r else {}),
+            "yesno_turns": yesno_turns, "yesno_balance": yesno_balance,
+            "yesno_describe": yesno_describe, "lm_lora_r": lm_lora_r, **({"lm_lora_lr": lm_lora_lr} if lm_lora_r else {}),
             "optimizer": "AdamW (wd 0), linear warmup over min(20, steps/5) steps, cosine decay to lr/10, grad clip 1.0",
             "precision": "language model bfloat16 (frozen" + (", its LoRA float32; shipped float16)" if lm_lora_r else ")")
                          + ", tower + projector float32",
-            "loss": "cross-entropy on answer tokens + <|im_end|>",
+            "loss": "cross-entropy on answer tokens + <|im_end|>" + (
+                "; yes/no targets '<colour> <shape>, answer: <yes|no>'" if yesno_describe else ""),
             "train_seconds": round(train_seconds, 1),
             "build_seconds": round(build_seconds, 1),
             "final_loss": round(sum(losses[-log_every:]) / len(losses[-log_every:]), 4),
