@@ -15,10 +15,12 @@ from pathlib import Path
 BUILD_DEFAULTS = {
     "tiny-vlm": {"steps": 150, "seed": 0, "batch_size": 16, "lr": 2e-3, "pretrain_epochs": 20, "pretrain_lr": 2e-3,
                  "tower_lr_scale": 0.1, "yesno_turns": 2, "lm_lora_r": 0, "lm_lora_lr": 5e-4,
-                 "yesno_balance": False, "yesno_describe": False},
+                 "yesno_balance": False, "yesno_describe": False,
+                 "yesno_text_steps": 0},
     "tiny-vlm-v1": {"steps": 300, "seed": 0, "batch_size": 16, "lr": 1e-3, "pretrain_epochs": 0, "pretrain_lr": 2e-3,
                     "tower_lr_scale": 1.0, "yesno_turns": 1, "lm_lora_r": 0, "lm_lora_lr": 5e-4,
-                    "yesno_balance": False, "yesno_describe": False},
+                    "yesno_balance": False, "yesno_describe": False,
+                    "yesno_text_steps": 0},
 }
 
 
@@ -55,6 +57,9 @@ def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
     build.add_argument("--yesno-describe", action=argparse.BooleanOptionalAction, default=None,
                        help="stage 2: yes/no targets name the image's colour and shape before the answer "
                             "('red circle, answer: no') " + dflt("yesno_describe"))
+    build.add_argument("--yesno-text-steps", type=int, default=None,
+                       help="with --yesno-describe and --lm-lora-r: at most this many text-only steps teaching the LM "
+                            "LoRA to answer from a written description before stage 2 " + dflt("yesno_text_steps"))
     build.add_argument("--lm-lora-r", type=int, default=None,
                        help="stage 2: rank of a LoRA on every LM projection, trained with the projector and merged at "
                             "assembly (LLaVA's stage 2 tunes its LM); 0 = LM frozen " + dflt("lm_lora_r"))
