@@ -229,3 +229,25 @@ def test_described_targets_name_the_image_before_a_yes_no_answer():
                        "triangle", None]
     label = get_extractor("label")
     assert [label.extract(t) for t in targets[:5]] == ["blue", "yes", "yes", "no", "triangle"]
+
+
+def test_yes_no_text_warm_up_trains_only_the_lora_on_the_answer():
+    import torch
+
+    from ttrl.zoo.lora import with_lora
+
+    torch.set_num_threads(1)
+    model, proc = tiny_vlm.build(None, seed=0)
+    model.requires_grad_(False)
+    with_lora(model, 2, 0, targets=r".*language_model.*layers\.0\.self_attn\.(q|v)_proj")
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    before = [p.detach().clone() for p in lora]
+    frozen = model.model.language_model.layers[1].mlp.up_proj.weight.detach().clone()
+    qs = ["is there not a red shape?", "is there a circle?", "what color is the shape?"]
+    targets = ["blue circle, answer: yes", "blue circle, answer: yes", "blue"]
+    stats = tiny_vlm_train.warm_up_yesno(model, proc.tokenizer, qs, targets, [0, 1, 2], steps=2, batch_size=2,
+                                         lr=1e-2, params=lora, log=None)
+    assert stats["steps"] == 2 and 0 <= stats["final_accuracy"] <= 1
+    assert any(not torch.equal(p, b) for p, b in zip(lora, before))
+    assert torch.equal(model.model.language_model.layers[1].mlp.up_proj.weight, frozen)
+    assert proc.tokenizer.padding_side == "left"  # restored for generation
