@@ -83,8 +83,10 @@ VQA = ["--data", "easyvqa:test", "--task-size", "300", "--task-args", '{"questio
        "--n-votes", "16", "--n-train", "8", "--temperature", "1.0", "--kl-coef", "0.001", "--max-new-tokens", "8",
        "--eval-max-new-tokens", "8", "--prompts-per-step", "4", "--lr", "2e-5", "--adapt-size", "20", "--epochs", "2"]
 VQA_REWARDS = ("majority", "ttrv", "prior_vote", BAL, GUARD, BAL_GUARD, "random")
-TASKS["easyvqa"] = Task("tiny-vlm (rebuilt, issue 16), easy-vqa test (300 items)", ["--model", "tiny-vlm", *VQA],
-                        seeds=(0, 1), votes=16, rewards=VQA_REWARDS)
+TASKS["easyvqa"] = Task("tiny-vlm (v3: LM LoRA, describe-first yes/no), easy-vqa test (300 items)",
+                        ["--model", "tiny-vlm", *VQA], seeds=(0, 1), votes=16, rewards=VQA_REWARDS)
+TASKS["easyvqa_v2"] = Task("tiny-vlm-v2 (LM frozen; yes/no follows the wording), easy-vqa test (300 items)",
+                           ["--model", "tiny-vlm-v2", *VQA], seeds=(0, 1), votes=16, rewards=VQA_REWARDS)
 TASKS["easyvqa_v1"] = Task("tiny-vlm-v1 (the first tower), easy-vqa test (300 items)", ["--model", "tiny-vlm-v1", *VQA],
                            seeds=(0, 1), votes=16, rewards=VQA_REWARDS)
 

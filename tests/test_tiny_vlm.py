@@ -39,14 +39,14 @@ def test_image_labels_agree_with_every_shape_and_colour_answer():
     assert known > 0.75 * len(labels)  # yes/no questions settle most of the rest
 
 
-def test_both_towers_are_registered_and_resolve():
+def test_every_tower_is_registered_and_resolves():
     from ttrl.zoo import all_models, resolve_model
 
     models = all_models()
-    v1, v2 = tiny_vlm.TOWERS["tiny-vlm-v1"], tiny_vlm.TOWERS["tiny-vlm"]
-    assert {"tiny-vlm", "tiny-vlm-v1"} <= set(models)
+    v1, v2, v3 = tiny_vlm.TOWERS["tiny-vlm-v1"], tiny_vlm.TOWERS["tiny-vlm-v2"], tiny_vlm.TOWERS["tiny-vlm"]
+    assert {"tiny-vlm", "tiny-vlm-v2", "tiny-vlm-v1"} <= set(models)
     assert (v1.patch_size, v1.num_layers, v1.image_tokens) == (16, 2, 17)  # v1 exactly as first shipped
-    assert v1.weights.exists() and v1.weights != v2.weights
+    assert len({v1.weights, v2.weights, v3.weights}) == 3 and all(t.weights.exists() for t in (v1, v2, v3))
     assert models["tiny-vlm-v1"].folder().startswith("tiny-vlm-v1-")
     path = resolve_model("tiny-vlm-v1")
     import json
@@ -139,6 +139,8 @@ def test_zoo_cli_parses_build_options():
     assert p.parse_args(["zoo", "list"]).zoo_command == "list"
     ns = p.parse_args(["zoo", "build", "tiny-vlm-v1"])
     assert (ns.name, ns.steps, ns.pretrain_epochs) == ("tiny-vlm-v1", None, None)  # the model's own defaults apply
+    ns = p.parse_args(["zoo", "build", "tiny-vlm-v2", "--no-yesno-describe", "--lm-lora-r", "0"])
+    assert (ns.name, ns.yesno_describe, ns.lm_lora_r, ns.yesno_balance) == ("tiny-vlm-v2", False, 0, None)
     # every help text formats (a '%' in a dataclass field's help once crashed `ttrl zoo build -h`)
     assert "--omni-steps" in p._subparsers._group_actions[0].choices["zoo"]._subparsers._group_actions[0] \
         .choices["build"].format_help()
@@ -154,20 +156,27 @@ def test_shipped_v1_card_states_accuracies_in_band():
     assert v1.weights.stat().st_size < 5_000_000
 
 
-def test_shipped_card_beats_v1_on_every_question_type():
-    """v2 against v1 on the same fixed subset, both measured through ttrl's backend (greedy). Issue 16's target
-    (>= 85% overall, every type >= 75%, maj@16 above greedy) is not reached yet: see the card."""
+def test_shipped_card_meets_issue_16s_target_and_v2_beats_v1():
+    """The cards, all measured through ttrl's backend (greedy) on the same fixed subset. tiny-vlm (v3) meets issue
+    16's tower target: >= 85% overall, every type >= 75%, built in under 30 minutes (maj@16 is not above greedy:
+    a one-word answerer's vote converges to its argmax). v2 beats v1 on every type."""
     import json
 
     card = json.loads(tiny_vlm.ASSET.with_name(tiny_vlm.CARD_NAME).read_text())
     ev = card["evaluation"]
-    acc, chance = ev["accuracy"], ev["chance"]
+    acc = ev["accuracy"]
+    assert acc["overall"] >= 0.85 and min(acc["color"], acc["shape"], acc["yesno"]) >= 0.75, acc
+    assert ev["n"] == 300 and "maj@16" in ev and ev["sample_accuracy"]["overall"] < acc["overall"]
+    t = card["training"]
+    assert t["build_seconds"] < 30 * 60 and t["lm_lora_r"] == 8 and t["yesno_describe"] and t["yesno_balance"]
+    assert tiny_vlm.ASSET.stat().st_size < 10_000_000
+
+    v2 = tiny_vlm.TOWERS["tiny-vlm-v2"]
+    ev2 = json.loads(v2.card_path.read_text())["evaluation"]
     v1_ttrl = {"color": 0.50, "shape": 0.42, "yesno": 0.58}  # tiny-vlm-v1, evaluate_ttrl(per_type=100, votes=16)
     for kind, old in v1_ttrl.items():
-        assert acc[kind] >= old + 0.1 and acc[kind] >= chance[kind] + 0.2, (kind, acc[kind])
-    assert ev["n"] == 300 and "maj@16" in ev and ev["sample_accuracy"]["overall"] < acc["overall"]
-    assert card["training"]["build_seconds"] < 30 * 60 and card["training"]["threads"] == 1
-    assert tiny_vlm.ASSET.stat().st_size < 5_000_000
+        assert ev2["accuracy"][kind] >= old + 0.1 and ev2["accuracy"][kind] >= ev2["chance"][kind] + 0.2, kind
+    assert v2.weights.stat().st_size < 5_000_000
 
 
 def test_lm_lora_ships_beside_the_tower_and_merges_at_assembly(tmp_path):

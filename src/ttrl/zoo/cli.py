@@ -1,7 +1,7 @@
 """`ttrl zoo`: list the bundled models, and (re)train the tiny VLM's vision weights.
 
     ttrl zoo list
-    ttrl zoo build {tiny-vlm,tiny-vlm-v1} [--steps N] [--seed S] [--batch-size B] [--lr LR] [--out PATH] ...
+    ttrl zoo build {tiny-vlm,tiny-vlm-v2,tiny-vlm-v1} [--steps N] [--seed S] [--batch-size B] [--lr LR] [--out PATH] ...
     ttrl zoo build tiny-janus [--seed S] [--vq-steps N] [--und-steps N] [--gen-steps N] ... [--out PATH]
     ttrl zoo build tiny-omni [--seed S] [--omni-steps N] [--omni-tower-epochs N] ... [--out PATH] [--folder DIR]
 """
@@ -11,16 +11,17 @@ import argparse
 import json
 from pathlib import Path
 
-# defaults of the shipped weights, per model (zoo/assets/tiny_vlm_card.json, tiny_vlm_v1_card.json: measured results)
+# defaults of the shipped weights, per model (zoo/assets/tiny_vlm_card.json, tiny_vlm_v2_card.json, tiny_vlm_v1_card.json)
 BUILD_DEFAULTS = {
     "tiny-vlm": {"steps": 150, "seed": 0, "batch_size": 16, "lr": 2e-3, "pretrain_epochs": 20, "pretrain_lr": 2e-3,
-                 "tower_lr_scale": 0.1, "yesno_turns": 2, "lm_lora_r": 0, "lm_lora_lr": 5e-4,
-                 "yesno_balance": False, "yesno_describe": False,
-                 "yesno_text_steps": 0},
+                 "tower_lr_scale": 0.1, "yesno_turns": 2, "lm_lora_r": 8, "lm_lora_lr": 1e-3,
+                 "yesno_balance": True, "yesno_describe": True, "yesno_text_steps": 150},
+    "tiny-vlm-v2": {"steps": 150, "seed": 0, "batch_size": 16, "lr": 2e-3, "pretrain_epochs": 20, "pretrain_lr": 2e-3,
+                    "tower_lr_scale": 0.1, "yesno_turns": 2, "lm_lora_r": 0, "lm_lora_lr": 5e-4,
+                    "yesno_balance": False, "yesno_describe": False, "yesno_text_steps": 0},
     "tiny-vlm-v1": {"steps": 300, "seed": 0, "batch_size": 16, "lr": 1e-3, "pretrain_epochs": 0, "pretrain_lr": 2e-3,
                     "tower_lr_scale": 1.0, "yesno_turns": 1, "lm_lora_r": 0, "lm_lora_lr": 5e-4,
-                    "yesno_balance": False, "yesno_describe": False,
-                    "yesno_text_steps": 0},
+                    "yesno_balance": False, "yesno_describe": False, "yesno_text_steps": 0},
 }
 
 
@@ -29,16 +30,14 @@ def add_zoo_parser(subparsers) -> argparse.ArgumentParser:
     sub = zoo.add_subparsers(dest="zoo_command", required=True)
     sub.add_parser("list", help="zoo names, their cache folders and whether they are built")
     build = sub.add_parser(
-        "build", help="train a bundled model's small parts (tiny-vlm, tiny-vlm-v1: vision tower + projector; tiny-janus; tiny-omni) and write its weights and card",
+        "build", help="train a bundled model's small parts (tiny-vlm, tiny-vlm-v2, tiny-vlm-v1: vision tower + projector (+ LM LoRA); tiny-janus; tiny-omni) and write its weights and card",
         description="Train the model's CLIP tower (stage 1, tiny-vlm only: alone, classifying shape and colour) and "
                     "projector (stage 2: through frozen SmolLM2) on easy-vqa's train split, evaluate greedy and maj@N "
                     "through ttrl's vision backend on a fixed easy-vqa test subset, and write the weights "
                     "(safetensors) and the card beside them.")
     build.add_argument("name", choices=[*sorted(BUILD_DEFAULTS), "tiny-janus", "tiny-omni"], help="the model to build")
-    v2, v1 = BUILD_DEFAULTS["tiny-vlm"], BUILD_DEFAULTS["tiny-vlm-v1"]
-
     def dflt(key):
-        return f"(default: {v2[key]} for tiny-vlm, {v1[key]} for tiny-vlm-v1)"
+        return "(default: " + ", ".join(f"{d[key]} for {name}" for name, d in BUILD_DEFAULTS.items()) + ")"
 
     build.add_argument("--steps", type=int, default=None, help="stage-2 optimizer steps " + dflt("steps"))
     build.add_argument("--seed", type=int, default=None, help="initialisation and data-order seed " + dflt("seed"))

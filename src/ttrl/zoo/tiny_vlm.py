@@ -9,12 +9,14 @@ architecture (`LlavaForConditionalGeneration`):
   states (patches + CLS) go to the language model;
 * projector: LLaVA's two-layer MLP (tower width -> 576 -> 576, GELU).
 
-Two towers are registered (`TOWERS`), both 16x16 patches (17 image tokens): "tiny-vlm" (v2: the tower first
-learns alone to classify shape and colour, then aligns through the language model) and "tiny-vlm-v1" (trained
-through the language model only; shape near chance; kept as shipped for the answer-prior collapse study).
+Three towers are registered (`TOWERS`), all 16x16 patches (17 image tokens): "tiny-vlm" (v3: the tower first
+learns alone to classify shape and colour, then aligns through the language model with a LoRA on it, answering
+yes/no questions by naming what it sees first: "red circle, answer: no"), "tiny-vlm-v2" (the same tower recipe,
+LM frozen; its yes/no answers follow the wording) and "tiny-vlm-v1" (trained through the language model only;
+shape near chance). v2 and v1 stay as shipped for the answer-prior collapse study.
 
-Only the vision tower and projector are trained (`tiny_vlm_train.train`, on easy-vqa's TRAIN split); their
-weights ship as a small safetensors file in ``zoo/assets`` and `assemble` grafts them onto the SmolLM2 weights
+The vision tower, projector and (v3) the LM's LoRA are trained (`tiny_vlm_train.train`, on easy-vqa's TRAIN
+split); their weights ship as a small safetensors file in ``zoo/assets`` and `assemble` grafts them onto the SmolLM2 weights
 into a folder that `AutoProcessor` / `AutoModelForImageTextToText` load. The zoo (`resolve_model("tiny-vlm")`)
 does that once per weights file and caches the result.
 """
@@ -65,9 +67,13 @@ class Tower:
 
 
 TOWERS = {
-    # v2: v1's architecture, trained in two stages (tiny_vlm_train); 8x8 patches see shapes better (a tower alone:
-    # 94% vs 82% shape accuracy) but cost 65 image tokens, too slow to align within the CPU budget
+    # v3 (issue 16): v2's tower recipe, plus a LoRA on SmolLM2 (merged at assembly), yes/no questions balanced over
+    # wording and answer, yes/no targets that name the colour and shape first, and a text warm-up of that comparison
     "tiny-vlm": Tower("tiny-vlm", "tiny_vlm_vision.safetensors", "tiny_vlm_card.json", patch_size=16),
+    # v2: v1's architecture, trained in two stages (tiny_vlm_train), LM frozen; its yes/no answers follow the
+    # question's wording (scripts/yesno_wording.py). 8x8 patches see shapes better (a tower alone: 94% vs 82%
+    # shape accuracy) but cost 65 image tokens, too slow to align within the CPU budget
+    "tiny-vlm-v2": Tower("tiny-vlm-v2", "tiny_vlm_v2_vision.safetensors", "tiny_vlm_v2_card.json", patch_size=16),
     # v1 as shipped before issue 16: 16x16 patches, 2 layers, 17 image tokens
     "tiny-vlm-v1": Tower("tiny-vlm-v1", "tiny_vlm_v1_vision.safetensors", "tiny_vlm_v1_card.json", patch_size=16),
 }
@@ -263,7 +269,10 @@ def _register(tower: Tower, help: str) -> None:
     register_model(tower.name, folder=folder, help=help)(lambda out: assemble(out, tower.weights, tower))
 
 
-_register(TOWERS["tiny-vlm"], "LLaVA-architecture SmolLM2-135M + a small CLIP tower trained on easy-vqa in two stages "
-          "(weights ship in zoo/assets; `ttrl zoo build tiny-vlm` retrains them)")
+_register(TOWERS["tiny-vlm"], "LLaVA-architecture SmolLM2-135M + a small CLIP tower and an LM LoRA trained on easy-vqa; "
+          "answers yes/no by naming the colour and shape first (weights ship in zoo/assets; `ttrl zoo build tiny-vlm` "
+          "retrains them)")
+_register(TOWERS["tiny-vlm-v2"], "the second tiny-vlm (LM frozen; its yes/no answers follow the question's wording), "
+          "kept as shipped for the results of docs/results.md (`ttrl zoo build tiny-vlm-v2` retrains it)")
 _register(TOWERS["tiny-vlm-v1"], "the first tiny-vlm (16x16 patches; shape questions at chance), kept as shipped "
           "for the answer-prior collapse study (`ttrl zoo build tiny-vlm-v1` retrains it)")
