@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 from ttrl.extractors import get_extractor
-from ttrl.media import load_image
 from ttrl.tasks.easy_vqa import question_type
 from ttrl.zoo import tiny_vlm
-from ttrl.zoo.tiny_vlm_eval import easy_vqa_split, prompts
+from ttrl.zoo.tiny_vlm_eval import easy_vqa_split, greedy_texts
 from ttrl.zoo.tiny_vlm_train import yesno_bucket
 
 
@@ -42,21 +41,14 @@ def main() -> None:
     tower = tiny_vlm.TOWERS[a.model]
     model, proc = tiny_vlm.build(a.weights or tower.weights, tower=tower)
     label = get_extractor("label")
-    qs, answers, image_ids, paths = easy_vqa_split("test")
+    qs, answers, _, _ = easy_vqa_split("test")
     yn = [i for i in range(len(qs)) if question_type(qs[i]) == "yesno"]
     random.Random(a.seed).shuffle(yn)
     yn = yn[:a.n]
     hits = {"with the wording": [], "against the wording": []}
-    with torch.no_grad():
-        for b in range(0, len(yn), 40):
-            chunk = yn[b:b + 40]
-            enc = proc(text=prompts(proc, [qs[i] for i in chunk]), images=[load_image(paths[image_ids[i]]) for i in chunk],
-                       return_tensors="pt", padding=True)
-            out = model.generate(**enc, do_sample=False, max_new_tokens=8)
-            texts = proc.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for i, text in zip(chunk, texts):
-                key = "with the wording" if wording_rule(qs[i]) == answers[i] else "against the wording"
-                hits[key].append(int(label.extract(text) == answers[i]))
+    for i, text in zip(yn, greedy_texts(model, proc, yn, batch_size=40, autocast=False)):
+        key = "with the wording" if wording_rule(qs[i]) == answers[i] else "against the wording"
+        hits[key].append(int(label.extract(text) == answers[i]))
     n = sum(len(v) for v in hits.values())
     report = {"model": a.model, "weights": str(a.weights or tower.weights), "n": n,
               "wording_rule_accuracy": round(len(hits["with the wording"]) / n, 4),

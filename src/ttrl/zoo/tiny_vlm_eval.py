@@ -66,6 +66,24 @@ def _summary(hits: dict[str, list[int]], qs) -> dict:
 
 
 @torch.no_grad()
+def greedy_texts(model, processor, idx: Sequence[int], batch_size: int = 32, autocast: bool = True,
+                 max_new_tokens: int = 8) -> list[str]:
+    """The in-memory model's greedy responses to TEST questions `idx` (left-padded batches; bf16 autocast if asked)."""
+    qs, _, image_ids, paths = easy_vqa_split("test")
+    processor.tokenizer.padding_side = "left"
+    model.eval()
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    texts: list[str] = []
+    for b in range(0, len(idx), batch_size):
+        chunk = idx[b:b + batch_size]
+        enc = processor(text=prompts(processor, [qs[i] for i in chunk]),
+                        images=[load_image(paths[image_ids[i]]) for i in chunk], return_tensors="pt", padding=True)
+        with ctx:
+            out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens)
+        texts += processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return texts
+
+
 def evaluate(model, processor, per_type: int = 100, batch_size: int = 32, autocast: bool = True,
              max_new_tokens: int = 8) -> dict:
     """Greedy generation + the `label` extractor on the fixed test subset; accuracy per type and overall
@@ -73,25 +91,14 @@ def evaluate(model, processor, per_type: int = 100, batch_size: int = 32, autoca
     from ..extractors import get_extractor
 
     extractor = get_extractor("label")
-    qs, answers, image_ids, paths = easy_vqa_split("test")
+    qs, answers, _, _ = easy_vqa_split("test")
     idx = eval_subset(per_type)
-    processor.tokenizer.padding_side = "left"
-    model.eval()
+    texts = greedy_texts(model, processor, idx, batch_size, autocast, max_new_tokens)
     hits: dict[str, list[int]] = {k: [] for k in KINDS}
-    samples = []
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-    for b in range(0, len(idx), batch_size):
-        chunk = idx[b:b + batch_size]
-        enc = processor(text=prompts(processor, [qs[i] for i in chunk]),
-                        images=[load_image(paths[image_ids[i]]) for i in chunk], return_tensors="pt", padding=True)
-        with ctx:
-            out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens)
-        texts = processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for i, text in zip(chunk, texts):
-            ok = extractor.extract(text) == answers[i]
-            hits[question_type(qs[i])].append(int(ok))
-            if i == chunk[0]:
-                samples.append({"question": qs[i], "answer": answers[i], "response": text})
+    for i, text in zip(idx, texts):
+        hits[question_type(qs[i])].append(int(extractor.extract(text) == answers[i]))
+    samples = [{"question": qs[idx[b]], "answer": answers[idx[b]], "response": texts[b]}
+               for b in range(0, len(idx), batch_size)]  # the first of each batch, as before
     return {**_summary(hits, qs), "n": len(idx), "samples": samples[:20]}
 
 

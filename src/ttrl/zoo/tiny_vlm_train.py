@@ -189,14 +189,28 @@ def _train_order(questions: Sequence[str], seed: int, balance_types: bool, yesno
     return [by[k][r * turns.count(k) + turns[:j].count(k)] for r in range(rounds) for j, k in enumerate(turns)]
 
 
+def _answer_logits(model, enc, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, targets, row) of the labelled positions, in row order, computing the LM head only there
+    (`enc` with or without images)."""
+    out = model.model(**enc, use_cache=False)
+    h = out.last_hidden_state[:, :-1]
+    tgt = labels[:, 1:]
+    mask = tgt != -100
+    return model.lm_head(h[mask]).float(), tgt[mask], mask.nonzero()[:, 0]
+
+
+def _answer_loss(model, enc, labels) -> torch.Tensor:
+    """Cross-entropy on labelled positions."""
+    logits, tgt, _ = _answer_logits(model, enc, labels)
+    return torch.nn.functional.cross_entropy(logits, tgt)
+
+
 def warm_up_yesno(model, tokenizer, questions, targets, order, steps: int, batch_size: int, lr: float,
                   params, log=print) -> dict:
     """Text only, before stage 2: the LM's LoRA learns to answer a yes/no question from a written description
     (user: the question; assistant: "red circle, answer:" given, " no" + <|im_end|> learned). Cheap (no image,
     short sequences); without it the 135M LM had not learned the comparison after 100 stage-2 steps (yes/no
     57%). Stops early once a step's answers are all right for 5 steps in a row. Returns its stats."""
-    from ..extractors.label import LabelExtractor
-
     rows = [i for i in order if targets[i] is not None and question_type(questions[i]) == "yesno"]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     eot, t0, streak, losses, accs = "<|im_end|>", time.time(), 0, [], []
@@ -207,8 +221,8 @@ def warm_up_yesno(model, tokenizer, questions, targets, order, steps: int, batch
             heads, tails = [], []
             for i in chunk:
                 desc, ans = targets[i].rsplit(" ", 1)
-                user = questions[i].strip() + "\n" + LabelExtractor.instruction
-                heads.append(tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                text_only = [part for part in user_content(questions[i]) if part["type"] != "image"]
+                heads.append(tokenizer.apply_chat_template([{"role": "user", "content": text_only}], tokenize=False,
                                                            add_generation_prompt=True) + desc)
                 tails.append(" " + ans + eot)
             enc = tokenizer([h + t for h, t in zip(heads, tails)], return_tensors="pt", padding=True)
@@ -217,17 +231,15 @@ def warm_up_yesno(model, tokenizer, questions, targets, order, steps: int, batch
             labels[enc["attention_mask"] == 0] = -100
             for r, n in enumerate(n_head):
                 labels[r, :n] = -100
-            h = model.model.language_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-            mask = labels[:, 1:] != -100
-            logits = model.lm_head(h[:, :-1][mask]).float()
-            tgt = labels[:, 1:][mask]
+            logits, tgt, row = _answer_logits(model, enc, labels)
             loss = torch.nn.functional.cross_entropy(logits, tgt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            first = torch.tensor([int(m.nonzero()[0]) for m in mask])  # each row's answer token
-            right = (model.lm_head(h[torch.arange(len(chunk)), first]).argmax(-1) == labels[torch.arange(len(chunk)), first + 1])
+            first = torch.ones_like(row, dtype=torch.bool)  # each row's first labelled token is its answer
+            first[1:] = row[1:] != row[:-1]
+            right = logits[first].argmax(-1) == tgt[first]
             losses.append(loss.item())
             accs.append(right.float().mean().item())
             streak = streak + 1 if accs[-1] == 1.0 else 0
@@ -240,16 +252,6 @@ def warm_up_yesno(model, tokenizer, questions, targets, order, steps: int, batch
         tokenizer.padding_side = "left"
     return {"steps": len(losses), "seconds": round(time.time() - t0, 1), "final_accuracy": round(sum(accs[-10:]) / len(accs[-10:]), 4),
             "accuracy_curve": [round(sum(accs[i:i + 10]) / len(accs[i:i + 10]), 3) for i in range(0, len(accs), 10)]}
-
-
-def _answer_loss(model, enc, labels) -> torch.Tensor:
-    """Cross-entropy on labelled positions, computing the LM head only where needed."""
-    out = model.model(**enc, use_cache=False)
-    h = out.last_hidden_state[:, :-1]
-    tgt = labels[:, 1:]
-    mask = tgt != -100
-    logits = model.lm_head(h[mask]).float()
-    return torch.nn.functional.cross_entropy(logits, tgt[mask])
 
 
 def train(steps: int = 120, seed: int = 0, batch_size: int = 16, lr: float = 1e-3, out: Path | None = None,
