@@ -85,6 +85,13 @@ VQA = ["--data", "easyvqa:test", "--task-size", "300", "--task-args", '{"questio
 VQA_REWARDS = ("majority", "ttrv", "prior_vote", BAL, GUARD, BAL_GUARD, "random")
 TASKS["easyvqa"] = Task("tiny-vlm (v3: LM LoRA, describe-first yes/no), easy-vqa test (300 items)",
                         ["--model", "tiny-vlm", *VQA], seeds=(0, 1), votes=16, rewards=VQA_REWARDS)
+# the same items under a test-time shift (tasks/image_shift.py: contrast x0.3 around the image mean): v3 drops
+# to a base with room to gain (greedy 74%, maj@16 75.3% on 150 items)
+VQA_CONTRAST = [a if a != '{"question_type": "all", "sample_seed": 0}' else
+                '{"question_type": "all", "sample_seed": 0, "shift": "contrast", "severity": 0.3}' for a in VQA]
+TASKS["easyvqa_contrast"] = Task("tiny-vlm (v3), easy-vqa test (300 items) at contrast x0.3 (a test-time shift)",
+                                 ["--model", "tiny-vlm", *VQA_CONTRAST], seeds=(0, 1), votes=16,
+                                 rewards=("majority", BAL, "random"))
 TASKS["easyvqa_v2"] = Task("tiny-vlm-v2 (LM frozen; yes/no follows the wording), easy-vqa test (300 items)",
                            ["--model", "tiny-vlm-v2", *VQA], seeds=(0, 1), votes=16, rewards=VQA_REWARDS)
 TASKS["easyvqa_v1"] = Task("tiny-vlm-v1 (the first tower), easy-vqa test (300 items)", ["--model", "tiny-vlm-v1", *VQA],
