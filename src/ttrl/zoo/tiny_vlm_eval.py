@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -67,8 +67,9 @@ def _summary(hits: dict[str, list[int]], qs) -> dict:
 
 @torch.no_grad()
 def greedy_texts(model, processor, idx: Sequence[int], batch_size: int = 32, autocast: bool = True,
-                 max_new_tokens: int = 8) -> list[str]:
-    """The in-memory model's greedy responses to TEST questions `idx` (left-padded batches; bf16 autocast if asked)."""
+                 max_new_tokens: int = 8, load: Callable = load_image) -> list[str]:
+    """The in-memory model's greedy responses to TEST questions `idx` (left-padded batches; bf16 autocast if asked;
+    `load` reads an image path, e.g. under a test-time shift)."""
     qs, _, image_ids, paths = easy_vqa_split("test")
     processor.tokenizer.padding_side = "left"
     model.eval()
@@ -77,7 +78,7 @@ def greedy_texts(model, processor, idx: Sequence[int], batch_size: int = 32, aut
     for b in range(0, len(idx), batch_size):
         chunk = idx[b:b + batch_size]
         enc = processor(text=prompts(processor, [qs[i] for i in chunk]),
-                        images=[load_image(paths[image_ids[i]]) for i in chunk], return_tensors="pt", padding=True)
+                        images=[load(paths[image_ids[i]]) for i in chunk], return_tensors="pt", padding=True)
         with ctx:
             out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens)
         texts += processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)

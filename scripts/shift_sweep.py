@@ -1,0 +1,47 @@
+"""Greedy accuracy of a tiny VLM on easy-vqa test under each test-time image shift (tasks/image_shift.py), per
+question type, on the card's stratified subset: which shifts leave the tower room to gain.
+
+    python scripts/shift_sweep.py --model tiny-vlm [--per-type 50]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from ttrl.extractors import get_extractor
+from ttrl.tasks.easy_vqa import question_type
+from ttrl.tasks.image_shift import shift_image
+from ttrl.zoo import tiny_vlm
+from ttrl.zoo.tiny_vlm_eval import KINDS, easy_vqa_split, eval_subset, greedy_texts
+
+SWEEP = [("none", 0), ("noise", 0.2), ("noise", 0.35), ("noise", 0.5), ("blur", 1.5), ("blur", 2.5),
+         ("contrast", 0.3), ("contrast", 0.15), ("saltpepper", 0.2), ("saltpepper", 0.4)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny-vlm", choices=sorted(tiny_vlm.TOWERS), help="registered tower")
+    ap.add_argument("--per-type", type=int, default=50, help="questions of each type (the card's seeded subset)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    tower = tiny_vlm.TOWERS[a.model]
+    model, proc = tiny_vlm.build(tower.weights, tower=tower)
+    label = get_extractor("label")
+    qs, answers, _, _ = easy_vqa_split("test")
+    idx = eval_subset(a.per_type)
+    for shift, severity in SWEEP:
+        load = None if shift == "none" else (lambda p, s=shift, v=severity: shift_image(p, s, v))
+        texts = greedy_texts(model, proc, idx, autocast=False, **({"load": load} if load else {}))
+        hits = {k: [] for k in KINDS}
+        for i, text in zip(idx, texts):
+            hits[question_type(qs[i])].append(int(label.extract(text) == answers[i]))
+        row = {k: round(100 * sum(v) / len(v), 1) for k, v in hits.items()}
+        row["all"] = round(100 * sum(map(sum, hits.values())) / len(idx), 1)
+        print(json.dumps({"shift": shift, "severity": severity, **row}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
