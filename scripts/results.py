@@ -79,18 +79,23 @@ TASKS = {
 }
 # TTRV's transductive setting scaled to the CPU, as in docs/ttrv_ablation.md: 16 votes / 8 trained, T 1.0, KL 0.001,
 # 2 epochs over 20 unlabeled test items, LoRA lr 2e-5; evaluated greedily on a fixed 300-item sample
-VQA = ["--data", "easyvqa:test", "--task-size", "300", "--task-args", '{"question_type": "all", "sample_seed": 0}',
-       "--n-votes", "16", "--n-train", "8", "--temperature", "1.0", "--kl-coef", "0.001", "--max-new-tokens", "8",
-       "--eval-max-new-tokens", "8", "--prompts-per-step", "4", "--lr", "2e-5", "--adapt-size", "20", "--epochs", "2"]
+def vqa(**task_args) -> list[str]:
+    """The easy-vqa run flags, with extra task_args (e.g. a test-time shift) on the same fixed 300-item sample."""
+    return ["--data", "easyvqa:test", "--task-size", "300",
+            "--task-args", json.dumps({"question_type": "all", "sample_seed": 0, **task_args}),
+            "--n-votes", "16", "--n-train", "8", "--temperature", "1.0", "--kl-coef", "0.001", "--max-new-tokens", "8",
+            "--eval-max-new-tokens", "8", "--prompts-per-step", "4", "--lr", "2e-5", "--adapt-size", "20",
+            "--epochs", "2"]
+
+
+VQA = vqa()
 VQA_REWARDS = ("majority", "ttrv", "prior_vote", BAL, GUARD, BAL_GUARD, "random")
 TASKS["easyvqa"] = Task("tiny-vlm (v3: LM LoRA, describe-first yes/no), easy-vqa test (300 items)",
                         ["--model", "tiny-vlm", *VQA], seeds=(0, 1), votes=16, rewards=VQA_REWARDS)
 # the same items under a test-time shift (tasks/image_shift.py: contrast x0.3 around the image mean): v3 drops
 # to a base with room to gain (greedy 74%, maj@16 75.3% on 150 items)
-VQA_CONTRAST = [a if a != '{"question_type": "all", "sample_seed": 0}' else
-                '{"question_type": "all", "sample_seed": 0, "shift": "contrast", "severity": 0.3}' for a in VQA]
 TASKS["easyvqa_contrast"] = Task("tiny-vlm (v3), easy-vqa test (300 items) at contrast x0.3 (a test-time shift)",
-                                 ["--model", "tiny-vlm", *VQA_CONTRAST], seeds=(0, 1), votes=16,
+                                 ["--model", "tiny-vlm", *vqa(shift="contrast", severity=0.3)], seeds=(0, 1), votes=16,
                                  rewards=("majority", BAL, "random"))
 TASKS["easyvqa_v2"] = Task("tiny-vlm-v2 (LM frozen; yes/no follows the wording), easy-vqa test (300 items)",
                            ["--model", "tiny-vlm-v2", *VQA], seeds=(0, 1), votes=16, rewards=VQA_REWARDS)

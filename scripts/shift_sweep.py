@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 
 import torch
 
 from ttrl.extractors import get_extractor
+from ttrl.media import load_image
 from ttrl.tasks.easy_vqa import question_type
 from ttrl.tasks.image_shift import shift_image
 from ttrl.zoo import tiny_vlm
@@ -33,8 +35,8 @@ def main() -> None:
     qs, answers, _, _ = easy_vqa_split("test")
     idx = eval_subset(a.per_type)
     for shift, severity in SWEEP:
-        load = None if shift == "none" else (lambda p, s=shift, v=severity: shift_image(p, s, v))
-        texts = greedy_texts(model, proc, idx, autocast=False, **({"load": load} if load else {}))
+        load = load_image if shift == "none" else partial(shift_image, shift=shift, severity=severity)
+        texts = greedy_texts(model, proc, idx, autocast=False, load=load)
         hits = {k: [] for k in KINDS}
         for i, text in zip(idx, texts):
             hits[question_type(qs[i])].append(int(label.extract(text) == answers[i]))

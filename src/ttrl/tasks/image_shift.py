@@ -21,22 +21,11 @@ import numpy as np
 
 from ..seeds import derive
 
-SHIFTS: dict[str, Callable] = {}
 
-
-def _shift(name: str):
-    def deco(fn):
-        SHIFTS[name] = fn
-        return fn
-    return deco
-
-
-@_shift("noise")
 def _noise(a: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     return a + rng.normal(0.0, severity, a.shape)
 
 
-@_shift("blur")
 def _blur(a: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     from PIL import Image, ImageFilter
 
@@ -44,19 +33,20 @@ def _blur(a: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarra
     return np.asarray(im, dtype=np.float64) / 255
 
 
-@_shift("contrast")
 def _contrast(a: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     mean = a.mean(axis=(0, 1), keepdims=True)
     return (a - mean) * severity + mean
 
 
-@_shift("saltpepper")
 def _saltpepper(a: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     u = rng.random(a.shape[:2])
     a = a.copy()
     a[u < severity / 2] = 0.0
     a[u > 1 - severity / 2] = 1.0
     return a
+
+
+SHIFTS: dict[str, Callable] = {"noise": _noise, "blur": _blur, "contrast": _contrast, "saltpepper": _saltpepper}
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:
