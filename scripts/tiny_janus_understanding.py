@@ -66,7 +66,7 @@ def main() -> None:
     model, processor = build(arch, None, seed=seed)
     model.requires_grad_(False)
     specs = split("train")
-    path = cache / f"enc_s{seed}_{budget.enc_steps}x{budget.enc_batch}_lr{budget.und_lr}.pt"  # pretrain_encoder's
+    path = cache / f"enc_s{seed}_{budget.enc_steps}x{budget.enc_batch}_lr{budget.enc_lr}.pt"  # pretrain_encoder's
     if path.exists():
         model.load_state_dict(torch.load(path), strict=False)
     else:
