@@ -324,13 +324,19 @@ def patch_labels(image, grid: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(colours), np.array(shapes)
 
 
-def pretrain_encoder(model, arch: Arch, budget: Budget, specs, seed: int, log) -> dict:
-    """The understanding encoder alone, with a linear probe (discarded) predicting every patch's colour and shape:
-    the visual features cost no LM pass here, so the LM stage only has to learn to read them."""
+def encoder_head(arch: Arch, seed: int) -> torch.nn.Linear:
+    """The linear probe of encoder pre-training: per patch, colour logits (palette + background) then shape logits."""
+    torch.manual_seed(derive(seed, "enc_head"))
+    return torch.nn.Linear(arch.vision_width, len(PALETTE) + 1 + len(SHAPES) + 1)
+
+
+def pretrain_encoder(model, arch: Arch, budget: Budget, specs, seed: int, log, head=None) -> dict:
+    """The understanding encoder alone, with a linear probe (`head`, or a fresh encoder_head that is discarded)
+    predicting every patch's colour and shape: the visual features cost no LM pass here, so the LM stage only has to
+    learn to read them."""
     enc = model.model.vision_model
     enc.requires_grad_(True)
-    torch.manual_seed(derive(seed, "enc_head"))
-    head = torch.nn.Linear(arch.vision_width, len(PALETTE) + 1 + len(SHAPES) + 1)
+    head = head if head is not None else encoder_head(arch, seed)
     params = [*enc.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=budget.enc_lr, weight_decay=0.0)
     losses, hits, t0 = [], [], time.time()
