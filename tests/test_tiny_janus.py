@@ -30,6 +30,16 @@ def test_toy_build_is_reproducible_and_runs_meta_ttrl(tmp_path):
     assert 0 <= ev["yes_no_accuracy"] <= 1 and 0 <= ev["vq_reconstruction_full"] <= 1 and ev["n_yes_no"] == 4
     assert 0 <= ev["generation"]["full"] <= 1 and card["training"]["stages"]["generation"]["lora_modules"] == 14
 
+    # --und-gen-replay W: every understanding step also trains on a generation batch; the loss reaches the LoRA
+    assert card["training"]["stages"]["understanding"]["replay_steps"] == 0  # off by default
+    w3 = tmp_path / "c.safetensors"
+    assert main(["zoo", "build", "tiny-janus", *TOY, "--und-gen-replay", "1", "--out", str(w3)]) == 0
+    c = load_file(str(w3))
+    und = json.loads((tmp_path / "c_card.json").read_text())["training"]["stages"]["understanding"]
+    assert und["replay_steps"] == 4 and und["replay_loss_curve"][0] > 0  # 2 text warm-up + 2 image steps
+    assert all(torch.equal(a[k], c[k]) for k in a if k.startswith("model.vqmodel."))  # stages before: unchanged
+    assert not all(torch.equal(a[k], c[k]) for k in a if k.startswith("lora."))
+
     # the builder trains on the prompts exactly as the t2i backend renders them
     from ttrl.backends.t2i import JanusBackend
     from ttrl.backends.unified import ImageGenOptions

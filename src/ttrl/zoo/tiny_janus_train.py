@@ -15,6 +15,9 @@ card (measured on `scenes:test`, never trained on).
    alone predicts nothing: docs/tiny_janus_understanding.md), cross-entropy on the
    answer token right after the prompt exactly as the t2i backend renders it, over the two answers (No, Yes): the
    introspection score reads only P(Yes) / (P(Yes) + P(No)); stops early once a held-out probe passes.
+   Optionally (`und_gen_replay`, off by default) every understanding step also replays a small generation batch:
+   the LM is shared, and a LoRA trained on understanding alone erases most of what the generation LoRA learned
+   about the prompt; the replay keeps it, but the drawings were not better (docs/meta_ttrl.md, session 14).
    Understanding comes last so the card's yes/no accuracy measures the LM as this stage left it.
 
 The two LoRAs ship as one set of factors per module (stack_lora), merged at assembly.
@@ -112,6 +115,11 @@ class Budget:
     und_lora_r: int = field(default=8, metadata={
         "help": "understanding LoRA rank on the LM (0: encoder + aligner only; the frozen LM alone plateaued at 72%% "
                 "yes/no, docs/meta_ttrl.md)"})
+    und_gen_replay: float = field(default=0.0, metadata={
+        "help": "weight of a generation batch's next-image-token loss added to every understanding step (0: off; "
+                "Janus mixes the tasks the same way): without it the understanding LoRA erases ~70%% of the "
+                "generation's colour conditioning; 1.0 keeps it (x5) but drew no better, so off (docs/meta_ttrl.md)"})
+    und_gen_replay_batch: int = field(default=4, metadata={"help": "(prompt, image) sequences per replay batch"})
     und_pairs: bool = field(default=True, metadata={
         "help": "train understanding on minimal pairs (paired_questions): without, the question text alone predicts "
                 "68%% of answers and the stage stalled there (docs/tiny_janus_understanding.md)"})
@@ -415,6 +423,18 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
         return torch.stack([lg[:, ids].logsumexp(-1) for ids in spell], dim=-1)
 
     peft_model = with_lora(model, budget.und_lora_r, derive(seed, "und_lora_init")) if budget.und_lora_r else None
+
+    def replay(phase: str, step: int) -> torch.Tensor | float:
+        """The generation loss on fresh drawings (unconditional never: the conditioning is what erodes), so the
+        LoRA learns understanding without unlearning generation; its gradient reaches only the LoRA."""
+        if not budget.und_gen_replay:
+            return 0.0
+        pairs = scenes(specs, budget.und_gen_replay_batch, derive(seed, "und_gen_replay", phase, step), arch.image_size)
+        with torch.no_grad():
+            tokens = vq_forward(model.model.vqmodel, pixels([im for _, im in pairs]))[2]
+        gen = generation_loss(model, processor, [s.prompt() for s, _ in pairs], tokens, [False] * len(pairs))
+        replay_losses.append(gen.item())
+        return budget.und_gen_replay * gen
     for m in (model.model.vision_model, model.model.aligner):
         m.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -425,7 +445,7 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
     probe = questions_for(scenes(specs, budget.und_probe_n, derive(seed, "und_probe"), arch.image_size),
                           derive(seed, "und_probe_questions"))  # drawings never trained on
     losses, hits, curve, t0 = [], [], [], time.time()
-    text_losses, text_hits = [], []
+    text_losses, text_hits, replay_losses = [], [], []
     for step in range(budget.und_text_steps if peft_model is not None else 0):
         # warm-up on the question logic alone: the scene described in words instead of drawn (SmolLM2 answers 50%
         # of such pairs before training, 91% after 60 steps: the logic is cheap to learn where nothing is hidden)
@@ -437,7 +457,7 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
         enc = tok(texts, return_tensors="pt", padding=True)
         logits = two_way(model(**enc, position_ids=positions(enc["attention_mask"]), logits_to_keep=1).logits[:, -1])
         text_target = torch.tensor([int(a) for _, _, a in rows])
-        loss = F.cross_entropy(logits.float(), text_target)
+        loss = F.cross_entropy(logits.float(), text_target) + replay("text", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -460,7 +480,7 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
         logits = two_way(yes_no_logits(model, processor, triples))
         target = torch.tensor([int(a) for _, _, a in triples])
         # two-way cross-entropy over (No, Yes): the introspection score reads only P(Yes) / (P(Yes) + P(No))
-        loss = F.cross_entropy(logits, target)
+        loss = F.cross_entropy(logits, target) + replay("image", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -487,7 +507,9 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
                   "text_steps": len(text_losses),
                   "text_loss_curve": [round(float(np.mean(text_losses[i:i + 10])), 4) for i in range(0, len(text_losses), 10)],
                   "loss_curve": [round(float(np.mean(losses[i:i + 10])), 4) for i in range(0, len(losses), 10)],
-                  "probe_curve": curve}
+                  "probe_curve": curve, "replay_steps": len(replay_losses),
+                  "replay_loss_curve": [round(float(np.mean(replay_losses[i:i + 25])), 4)
+                                        for i in range(0, len(replay_losses), 25)]}
 
 
 def yes_no_logits(model, processor, triples) -> torch.Tensor:
@@ -498,8 +520,10 @@ def yes_no_logits(model, processor, triples) -> torch.Tensor:
 
 
 # -- stage 3: generation ---------------------------------------------------------------------------------
-def generation_loss(base, processor, prompts: list[str], tokens: torch.Tensor, uncond: list[bool]) -> torch.Tensor:
-    """Next-image-token cross-entropy of `tokens` [B, N] after the prompts (unconditional where asked)."""
+def generation_loss(base, processor, prompts: list[str], tokens: torch.Tensor, uncond: list[bool],
+                    reduction: str = "mean") -> torch.Tensor:
+    """Next-image-token cross-entropy of `tokens` [B, N] after the prompts (unconditional where asked); mean, or
+    per token [B, N] with reduction="none"."""
     tok = processor.tokenizer
     pad, boi = tok.pad_token_id, tok.convert_tokens_to_ids(SPECIAL["boi_token"])
     ids, mask = left_padded([image_prompt_ids(processor, p) for p in prompts], pad)
@@ -510,7 +534,8 @@ def generation_loss(base, processor, prompts: list[str], tokens: torch.Tensor, u
     hidden = base.model.language_model(inputs_embeds=emb, attention_mask=mask, position_ids=positions(mask),
                                        use_cache=False).last_hidden_state
     logits = base.model.generation_head(hidden[:, ids.shape[1] - 1:]).float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1), reduction=reduction).view(
+        tokens.shape if reduction == "none" else ())
 
 
 def train_generation(model, processor, arch: Arch, budget: Budget, specs, seed: int, log):
