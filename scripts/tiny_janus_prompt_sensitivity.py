@@ -1,7 +1,7 @@
-"""Does tiny-janus' generator read the prompt? The NLL of a drawing's image tokens under a prompt with one word
-changed (a colour, a shape, the relation reversed) minus the NLL under the true prompt, in nats per image (36
-tokens), on seeded drawings never trained on. 0 = the word is ignored; the checker can only reward what these gaps
-let the sampler draw (docs/meta_ttrl.md, session 14).
+"""Does tiny-janus' generator read the prompt? The NLL of a drawing's image tokens under its scene's prompt with one
+attribute changed (tiny_janus_train.changed: a colour or a shape to one the scene lacks, the relation reversed) minus
+the NLL under the true prompt, in nats per image (36 tokens), on seeded drawings never trained on. 0 = the word is
+ignored; the checker can only reward what these gaps let the sampler draw (docs/meta_ttrl.md, session 14).
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/tiny_janus_prompt_sensitivity.py                 # shipped build
     PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/tiny_janus_prompt_sensitivity.py --lora-rank 16  # its generation LoRA only
@@ -20,36 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttrl.scenes import PALETTE, SHAPES
 from ttrl.seeds import derive
 from ttrl.tasks.scenes import split
 from ttrl.zoo.lora import LORA_PREFIX
 from ttrl.zoo.tiny_janus import ASSET, build, load_weights
-from ttrl.zoo.tiny_janus_train import generation_loss, pixels, scenes, vq_forward
-
-REVERSED = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
-
-
-def changed(prompt: str, kind: str, rng: np.random.Generator) -> str | None:
-    """The prompt with one colour, one shape (number kept) or the relation changed; None if it has none."""
-    if kind == "relation":
-        hit = [r for r in REVERSED if f" {r} " in prompt]
-        return prompt.replace(f" {hit[0]} ", f" {REVERSED[hit[0]]} ") if hit else None
-    words = prompt.split()
-    if kind == "colour":
-        idx = [i for i, w in enumerate(words) if w in PALETTE]
-    else:
-        idx = [i for i, w in enumerate(words) if w in SHAPES or (w.endswith("s") and w[:-1] in SHAPES)]
-    if not idx:
-        return None
-    i = idx[int(rng.integers(len(idx)))]
-    if kind == "colour":
-        words[i] = str(rng.choice([c for c in PALETTE if c != words[i]]))
-    else:
-        plural = words[i] not in SHAPES
-        stem = words[i][:-1] if plural else words[i]
-        words[i] = str(rng.choice([s for s in SHAPES if s != stem])) + ("s" if plural else "")
-    return " ".join(words)
+from ttrl.zoo.tiny_janus_train import changed, generation_loss, pixels, scenes, vq_forward
 
 
 @torch.no_grad()
@@ -65,10 +40,10 @@ def gaps(model, processor, pairs, seed: int = 0) -> dict[str, float]:
     base = nll(true, rows)
     out = {"nll_true": float(base.mean()), "nll_unconditional": float(nll(true, rows, uncond=True).mean())}
     rng = np.random.default_rng(seed)
-    for kind in ("colour", "shape", "relation"):
-        alt = [changed(p, kind, rng) for p in true]
-        keep = [i for i, p in enumerate(alt) if p]
-        out[f"gap_{kind}"] = float((nll([alt[i] for i in keep], keep) - base[keep]).mean())
+    for kind in ("colour", "shape", "relation"):  # the builder's own change: to a colour / shape the scene lacks
+        alt = [changed(spec, rng, kind) for spec, _ in pairs]
+        keep = [i for i, a in enumerate(alt) if a]
+        out[f"gap_{kind}"] = float((nll([alt[i].prompt() for i in keep], keep) - base[keep]).mean())
         out[f"n_{kind}"] = len(keep)
     return out
 

@@ -117,8 +117,8 @@ class Budget:
                 "yes/no, docs/meta_ttrl.md)"})
     und_gen_replay: float = field(default=0.0, metadata={
         "help": "weight of a generation batch's next-image-token loss added to every understanding step (0: off; "
-                "Janus mixes the tasks the same way): without it the understanding LoRA erases ~70%% of the "
-                "generation's colour conditioning; 1.0 keeps it (x5) but drew no better, so off (docs/meta_ttrl.md)"})
+                "Janus mixes the tasks the same way): without it the understanding LoRA erases 56-72%% of the "
+                "generation's colour conditioning; 1.0 keeps it (x4) but drew no better, so off (docs/meta_ttrl.md)"})
     und_gen_replay_batch: int = field(default=4, metadata={"help": "(prompt, image) sequences per replay batch"})
     und_pairs: bool = field(default=True, metadata={
         "help": "train understanding on minimal pairs (paired_questions): without, the question text alone predicts "
@@ -160,16 +160,20 @@ def to_images(x: torch.Tensor) -> list:
     return [Image.fromarray(a) for a in arr]
 
 
-def _changed(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec | None:
+OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
+
+
+def changed(spec: SceneSpec, rng: np.random.Generator, kind: str | None = None) -> SceneSpec | None:
     """The spec with one attribute changed so that a question about it is false in the true scene: an object's
-    colour or shape (to one no object of the scene has), a count, or the relation reversed."""
+    colour or shape (to one no object of the scene has), a count, or the relation reversed. `kind` names the
+    attribute (None if the scene has none to change); by default a random one, a colour when that one cannot."""
     things = list(spec.things)
     k = int(rng.integers(len(things)))
     t = things[k]
-    kind = rng.choice(["colour", "shape", "count", "relation"])
+    forced = kind is not None
+    kind = kind if forced else rng.choice(["colour", "shape", "count", "relation"])
     if kind == "relation" and spec.relation:
-        opposite = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
-        return SceneSpec(spec.things, opposite[spec.relation])
+        return SceneSpec(spec.things, OPPOSITE[spec.relation])
     if kind == "count" and t.count > 1:
         things[k] = Thing(t.shape, t.colour, int(rng.choice([c for c in (2, 3) if c != t.count] or [1])))
         return SceneSpec(tuple(things), spec.relation)
@@ -178,6 +182,8 @@ def _changed(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec | None:
         if free:
             things[k] = Thing(str(rng.choice(free)), t.colour, t.count)
             return SceneSpec(tuple(things), spec.relation)
+    if forced and kind != "colour":
+        return None
     free = [c for c in PALETTE if all(c != u.colour for u in spec.things)]
     things[k] = Thing(t.shape, str(rng.choice(free)), t.count)
     return SceneSpec(tuple(things), spec.relation)
@@ -189,20 +195,20 @@ def yes_no_question(spec: SceneSpec, rng: np.random.Generator, want_yes: bool) -
     true_qs = rule_rubric(spec.prompt())
     if want_yes:
         return str(rng.choice(true_qs)), True
-    false_qs = [q for q in rule_rubric(_changed(spec, rng).prompt()) if q not in true_qs]
+    false_qs = [q for q in rule_rubric(changed(spec, rng).prompt()) if q not in true_qs]
     return (str(rng.choice(false_qs)), False) if false_qs else None
 
 
 def paired_questions(pairs, seed: int, size: int) -> list[tuple[object, str, bool]]:
     """Minimal pairs: per scene, one question asked of its drawing and of the drawing of the scene changed in one
-    attribute (_changed), true in one and false in the other (Goyal et al. 2017's balanced VQA), so the question
+    attribute (changed), true in one and false in the other (Goyal et al. 2017's balanced VQA), so the question
     text alone predicts nothing and only the image can lower the loss. 2 triples per scene, yes and no alike."""
     rng = np.random.default_rng(seed)
     out = []
     for spec, im in pairs:
         true_qs = rule_rubric(spec.prompt())
         for _ in range(8):  # a change that some question tells apart (always the first in practice)
-            other = _changed(spec, rng)
+            other = changed(spec, rng)
             other_qs = rule_rubric(other.prompt())
             sides = [(q, True) for q in true_qs if q not in other_qs] + [(q, False) for q in other_qs if q not in true_qs]
             if sides:
@@ -218,7 +224,7 @@ def described_pairs(pairs, seed: int) -> list[tuple[str, str, bool]]:
     rng = np.random.default_rng(seed)
     out = []
     for spec, _ in pairs:
-        other = _changed(spec, rng)
+        other = changed(spec, rng)
         true_qs, other_qs = rule_rubric(spec.prompt()), rule_rubric(other.prompt())
         sides = [(q, True) for q in true_qs if q not in other_qs] + [(q, False) for q in other_qs if q not in true_qs]
         q, true_here = sides[int(rng.integers(len(sides)))]
@@ -423,6 +429,17 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
         return torch.stack([lg[:, ids].logsumexp(-1) for ids in spell], dim=-1)
 
     peft_model = with_lora(model, budget.und_lora_r, derive(seed, "und_lora_init")) if budget.und_lora_r else None
+    for m in (model.model.vision_model, model.model.aligner):
+        m.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+    opt = torch.optim.AdamW([{"params": rest, "lr": budget.und_lr}, {"params": lora, "lr": budget.und_lora_lr}],
+                            weight_decay=0.0)
+    probe = questions_for(scenes(specs, budget.und_probe_n, derive(seed, "und_probe"), arch.image_size),
+                          derive(seed, "und_probe_questions"))  # drawings never trained on
+    losses, hits, curve, t0 = [], [], [], time.time()
+    text_losses, text_hits, replay_losses = [], [], []
 
     def replay(phase: str, step: int) -> torch.Tensor | float:
         """The generation loss on fresh drawings (unconditional never: the conditioning is what erodes), so the
@@ -435,17 +452,7 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
         gen = generation_loss(model, processor, [s.prompt() for s, _ in pairs], tokens, [False] * len(pairs))
         replay_losses.append(gen.item())
         return budget.und_gen_replay * gen
-    for m in (model.model.vision_model, model.model.aligner):
-        m.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
-    opt = torch.optim.AdamW([{"params": rest, "lr": budget.und_lr}, {"params": lora, "lr": budget.und_lora_lr}],
-                            weight_decay=0.0)
-    probe = questions_for(scenes(specs, budget.und_probe_n, derive(seed, "und_probe"), arch.image_size),
-                          derive(seed, "und_probe_questions"))  # drawings never trained on
-    losses, hits, curve, t0 = [], [], [], time.time()
-    text_losses, text_hits, replay_losses = [], [], []
+
     for step in range(budget.und_text_steps if peft_model is not None else 0):
         # warm-up on the question logic alone: the scene described in words instead of drawn (SmolLM2 answers 50%
         # of such pairs before training, 91% after 60 steps: the logic is cheap to learn where nothing is hidden)
