@@ -7,9 +7,11 @@ Python's `hash`). Same run seed, same seeds, whatever the process, and no two pu
 """
 from __future__ import annotations
 
+import os
 import zlib
 
 import numpy as np
+import torch
 
 
 def _word(part: int | str) -> int:
@@ -24,3 +26,14 @@ def derive(run_seed: int, *path: int | str) -> int:
     """A seed in [0, 2**63) for `path` (a purpose name and indices) of the run seeded `run_seed`."""
     words = [_word(run_seed), *(_word(p) for p in path)]
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def use_deterministic_kernels(on: bool = True) -> None:
+    """torch's deterministic kernels, process-wide. Without them two runs of the default command from the same
+    seed on 2 CPU threads gave 69% and 62%: a parallel CPU kernel sums in thread order, the KL drifted by 1e-7
+    at step 4 of a small run and a gate decision flipped later. With them, runs repeat bit for bit and equal the
+    one-thread numbers, at no measured cost (125 s either way; docs/results.md). warn_only: on a GPU an op
+    without a deterministic kernel warns instead of failing the run."""
+    if on and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when its handle is made
+    torch.use_deterministic_algorithms(on, warn_only=True)

@@ -22,7 +22,7 @@ from .extractors import EXTRACTORS, Extractor, get_extractor
 from .rewards import Reward, RewardError
 from .rewards.base import build_params
 from .runlog import RunDir
-from .seeds import derive
+from .seeds import derive, use_deterministic_kernels
 from .tasks import load_dataset
 from .trainer import StepResult, Trainer
 from .zoo import resolve_model
@@ -132,6 +132,7 @@ def _stream_head(spec: str):
 
 def build_session(cfg: Config, out: RunDir, resume: bool = False) -> Session:
     seed_everything(cfg.run.seed)
+    use_deterministic_kernels(cfg.run.deterministic)
     check_names(cfg)
     reward = Reward(cfg.reward.reward, build_params(cfg.reward.reward_params))
     for name in reward.group_constant_terms():  # centring alone removes a group constant

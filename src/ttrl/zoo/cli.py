@@ -132,6 +132,9 @@ def _list() -> int:
 def cmd_zoo(ns: argparse.Namespace) -> int:
     if ns.zoo_command == "list":
         return _list()
+    from ..seeds import use_deterministic_kernels
+
+    use_deterministic_kernels()  # same seed, same weights on any thread count
     if ns.zoo_command == "build" and ns.name == "tiny-janus":
         return _build_tiny_janus(ns)
     if ns.zoo_command == "build" and ns.name == "tiny-omni":
