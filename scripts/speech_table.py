@@ -6,38 +6,27 @@ mean ± sd row per shift and reward. Every run is the ordinary `ttrl run` printe
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import statistics
-from collections import defaultdict
 from pathlib import Path
 
-
-def rows(root: Path) -> list[dict]:
-    out = []
-    for p in sorted(root.glob("*/summary.json")):
-        m = re.fullmatch(r"(.+)-(.+)-s(\d+)", p.parent.name)
-        if m:
-            s = json.loads(p.read_text())
-            out.append({"shift": m.group(1), "reward": m.group(2), "seed": int(m.group(3)), **s})
-    return out
+from op_ttrav_table import cell, load
 
 
-def table(runs: list[dict]) -> str:
+def table(root: Path) -> str:
     lines = ["| shift | reward | seed | base WER | adapted WER | relative | base CER | adapted CER | steps | run time | peak RSS |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    groups = defaultdict(list)
-    for r in runs:
-        groups[r["shift"], r["reward"]].append(r)
-        rel = r["adapted_wer"] / r["base_wer"] - 1
-        lines.append(f"| {r['shift']} | {r['reward']} | {r['seed']} | {100 * r['base_wer']:.1f} | "
-                     f"{100 * r['adapted_wer']:.1f} | {100 * rel:+.0f}% | {100 * r['base_cer']:.1f} | "
-                     f"{100 * r['adapted_cer']:.1f} | {r['steps']} | {r['seconds']:.0f} s | {r['peak_rss_mb'] / 1024:.2f} GB |")
-    for (shift, reward), rs in sorted(groups.items()):
+    runs = sorted(load(root).items())
+    for (shift, reward), rs in runs:
+        for r in rs:
+            rel = r["adapted_wer"] / r["base_wer"] - 1
+            lines.append(f"| {shift} | {reward} | {r['_seed']} | {100 * r['base_wer']:.1f} | "
+                         f"{100 * r['adapted_wer']:.1f} | {100 * rel:+.0f}% | {100 * r['base_cer']:.1f} | "
+                         f"{100 * r['adapted_cer']:.1f} | {r['steps']} | {r['seconds']:.0f} s | {r['peak_rss_mb'] / 1024:.2f} GB |")
+    for (shift, reward), rs in runs:
         if len(rs) > 1:
             w = [100 * r["adapted_wer"] for r in rs]
-            lines.append(f"| {shift} | **{reward}, mean of {len(rs)}** | {','.join(str(r['seed']) for r in rs)} | "
-                         f"{100 * rs[0]['base_wer']:.1f} | {statistics.mean(w):.1f} ± {statistics.stdev(w):.1f} | "
+            lines.append(f"| {shift} | **{reward}, mean of {len(rs)}** | {','.join(str(r['_seed']) for r in rs)} | "
+                         f"{100 * rs[0]['base_wer']:.1f} | {cell(w, '{:.1f}')} | "
                          f"{100 * (statistics.mean(w) / (100 * rs[0]['base_wer']) - 1):+.0f}% | | | | | |")
     return "\n".join(lines)
 
@@ -45,4 +34,4 @@ def table(runs: list[dict]) -> str:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path)
-    print(table(rows(ap.parse_args().root)))
+    print(table(ap.parse_args().root))
