@@ -145,6 +145,9 @@ class GRPOConfig:
     balance_answers: bool = opt(False, "per-answer balanced advantages: subtract from each sample the step's mean "
                                 "advantage of the answer it wrote, so the update cannot shift one answer's share "
                                 "across items (an answer prior; issue 16, docs/results.md)")
+    balance_unit: str = opt("answer", "what --balance-answers keeps from moving across items: the whole answer, or each "
+                            "word of it (free text, where the prior is a word: 'triangle' in every description; "
+                            "issue 19, balance.py)", ["answer", "word"])
     prompts_per_step: int = opt(4, "prompts (groups) per optimiser step", ge=1)
     micro_batch: int = opt(16, "sequences per forward/backward chunk (gradient accumulation)", ge=1)
     tis_cap: float = opt(2.0, "truncated importance sampling cap C (Yao et al. 2025): tokens from a rollout engine "

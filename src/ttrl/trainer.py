@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .backends.base import Backend
+from .balance import balanced, features
 from .choice_orders import option_orders, reorder, to_original
 from .config import GRPOConfig, SafeguardConfig, SamplingConfig
 from .data import Query
@@ -108,12 +109,12 @@ class Trainer:
                                                       g.scale_advantages, g.adv_std == "unbiased")
             if adv is not None:
                 train_items += [(comps[i], float(a)) for i, a in zip(idx, adv)]
-                train_keys += [(answer_set_key(q), written[i]) for i in idx]
+                train_keys += [features(answer_set_key(q), written[i], g.balance_unit) for i in idx]
             top = Counter(w for w in written if w is not None).most_common(1)
             results.append(GroupResult(group, out.rewards, adv is not None, gated,
                                        top[0][0] if top and vs[0][1] is not None else None))
         if g.balance_answers:
-            train_items = _balanced(train_items, train_keys)
+            train_items = list(zip([c for c, _ in train_items], balanced([a for _, a in train_items], train_keys)))
         t_reward = time.perf_counter()
 
         # 5. update
@@ -245,19 +246,6 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return UpdateStats(**sums)
-
-
-def _balanced(items: list[tuple[Completion, float]], keys: list[tuple]) -> list[tuple[Completion, float]]:
-    """Per-answer balanced advantages: from each sample's advantage, the step's mean advantage of the answer it
-    wrote (within its answer set) is subtracted, so no answer gains or loses on average across the step's items and
-    the update cannot move the answer marginal (an answer prior) to first order, while within-answer contrasts
-    (this answer is right here, not there) are kept. Unparsable samples (answer None) are left as they are."""
-    sums: dict[tuple, list[float]] = {}
-    for (_, a), k in zip(items, keys):
-        if k[1] is not None:
-            sums.setdefault(k, []).append(a)
-    means = {k: sum(v) / len(v) for k, v in sums.items()}
-    return [(c, a - means.get(k, 0.0) if k[1] is not None else a) for (c, a), k in zip(items, keys)]
 
 
 def _neutral_unparsed(rewards: list[float], classes) -> list[float]:
