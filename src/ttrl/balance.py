@@ -12,13 +12,13 @@ at once. Samples without an answer are left as they are.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+from .prior_monitor import answer_words
+
 UNITS = ("answer", "word")
-_WORD = re.compile(r"[a-z]{3,}")
 
 
 def features(set_key: Hashable, answer: str | None, unit: str = "answer") -> frozenset | None:
@@ -28,7 +28,7 @@ def features(set_key: Hashable, answer: str | None, unit: str = "answer") -> fro
     if unit == "answer":
         return frozenset({(set_key, answer)})
     if unit == "word":
-        words = set(_WORD.findall(answer.lower()))
+        words = answer_words(answer)
         return frozenset((set_key, w) for w in words) if words else frozenset({(set_key, answer)})
     raise ValueError(f"balance unit must be one of {UNITS}, got {unit!r}")
 

@@ -63,9 +63,14 @@ def top_share(answers: Iterable[str]) -> tuple[str | None, float, int]:
     return answer, k / n, n
 
 
+def answer_words(answer: str) -> set[str]:
+    """The words of a free-text answer that the monitor and word balancing watch: lowercase, 3+ letters."""
+    return set(_WORD.findall(answer.lower()))
+
+
 def word_shares(answers: list[str]) -> dict[str, float]:
     """Share of the answers that contain each word (lowercase, 3+ letters)."""
-    counts = Counter(w for a in answers for w in set(_WORD.findall(a.lower())))
+    counts = Counter(w for a in answers for w in answer_words(a))
     return {w: k / len(answers) for w, k in counts.items()} if answers else {}
 
 

@@ -87,7 +87,7 @@ class Trainer:
         t_sample = time.perf_counter()
 
         # 2. extract answers and their equivalence classes; 3. reward the whole group
-        results, train_items, train_keys, diag_rows, votes = [], [], [], [], []
+        results, train_items, train_feats, diag_rows, votes = [], [], [], [], []
         for q, vs, comps in zip(queries, views, rollouts):
             # the answer as written in the view a sample saw, and as the option it names in the original order
             written = [self.extractor.extract(c.text, v.choices) for c, (v, _) in zip(comps, vs)]
@@ -109,12 +109,12 @@ class Trainer:
                                                       g.scale_advantages, g.adv_std == "unbiased")
             if adv is not None:
                 train_items += [(comps[i], float(a)) for i, a in zip(idx, adv)]
-                train_keys += [features(answer_set_key(q), written[i], g.balance_unit) for i in idx]
+                train_feats += [features(answer_set_key(q), written[i], g.balance_unit) for i in idx]
             top = Counter(w for w in written if w is not None).most_common(1)
             results.append(GroupResult(group, out.rewards, adv is not None, gated,
                                        top[0][0] if top and vs[0][1] is not None else None))
         if g.balance_answers:
-            train_items = list(zip([c for c, _ in train_items], balanced([a for _, a in train_items], train_keys)))
+            train_items = list(zip([c for c, _ in train_items], balanced([a for _, a in train_items], train_feats)))
         t_reward = time.perf_counter()
 
         # 5. update
