@@ -3,6 +3,7 @@ stages run, the weights + card are written, the same seed gives the same weights
 through the t2i backend and runs Meta-TTRL from the CLI; the shipped LoRA factors merge to what peft computes."""
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -39,6 +40,13 @@ def test_toy_build_is_reproducible_and_runs_meta_ttrl(tmp_path):
     assert und["replay_steps"] == 4 and und["replay_loss_curve"][0] > 0  # 2 text warm-up + 2 image steps
     assert all(torch.equal(a[k], c[k]) for k in a if k.startswith("model.vqmodel."))  # stages before: unchanged
     assert not all(torch.equal(a[k], c[k]) for k in a if k.startswith("lora."))
+
+    # --und-through-vq 1: the encoder trains on VQ reconstructions (what decoded generations look like)
+    w4 = tmp_path / "d.safetensors"
+    assert main(["zoo", "build", "tiny-janus", *TOY, "--und-through-vq", "1", "--out", str(w4)]) == 0
+    d = load_file(str(w4))
+    assert all(torch.equal(a[k], d[k]) for k in a if k.startswith(("model.vqmodel.", "model.generation_")))
+    assert not all(torch.equal(a[k], d[k]) for k in a if k.startswith("model.vision_model."))
 
     # the builder trains on the prompts exactly as the t2i backend renders them
     from ttrl.backends.t2i import JanusBackend
@@ -102,3 +110,22 @@ def test_shipped_tiny_janus_answers_about_scenes_as_its_card_says(tmp_path):
     _, arch = load_weights(ASSET)
     ev = evaluate(assemble(tmp_path / "tiny-janus", ASSET), arch, n=20, seed=card["training"]["seed"])
     assert ev["n_yes_no"] == 40 and ev["yes_no_accuracy"] >= 0.85, ev
+
+
+def test_as_decoded_replaces_a_seeded_share_by_reconstructions():
+    from ttrl.scenes import DrawOptions, draw
+    from ttrl.tasks.scenes import split
+    from ttrl.zoo.tiny_janus import Arch, build
+    from ttrl.zoo.tiny_janus_train import as_decoded, pixels, to_images, vq_forward
+
+    torch.manual_seed(0)
+    arch = Arch(image_size=32, codebook=64, text_layers=1)
+    model, _ = build(arch, None, seed=0)
+    ims = [draw(sp, seed=i, opts=DrawOptions(size=32)) for i, sp in enumerate(split("train")[:6])]
+    assert as_decoded(model, ims, 0.0, 1) == ims
+    recon = to_images(vq_forward(model.model.vqmodel, pixels(ims))[0])
+    every = as_decoded(model, ims, 1.0, 1)
+    assert all((np.asarray(a) == np.asarray(b)).all() for a, b in zip(every, recon))
+    half, again = as_decoded(model, ims, 0.5, 7), as_decoded(model, ims, 0.5, 7)
+    kept = [h is im for h, im in zip(half, ims)]
+    assert 0 < sum(kept) < len(ims) and kept == [h is im for h, im in zip(again, ims)]  # seeded

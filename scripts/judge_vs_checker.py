@@ -1,0 +1,95 @@
+"""How well does the Meta-TTRL judge read the model's OWN drawings? For a run folder's base images, the judge's
+s = P(Yes) / (P(Yes) + P(No)) on each rule-rubric question against the pixel checker's answer to the same
+question (never seen by any reward): ROC AUC per question kind (object present, its colour, its count, the
+relation), and the same on clean drawings of the same specs for reference. An AUC near 0.5 means the reward
+carries no signal for that kind on the images it is actually given.
+
+    PYTHONPATH=src python scripts/judge_vs_checker.py RUN_FOLDER [--judge tiny-janus]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from ttrl.backends.t2i import JanusBackend
+from ttrl.config import ModelConfig
+from ttrl.rubric import rule_rubric
+from ttrl.scenes import DrawOptions, _relation_holds, draw, find_blobs
+from ttrl.tasks.scenes import split
+from ttrl.zoo import resolve_model
+from ttrl.zoo.tiny_janus_train import changed, pixels, to_images, vq_forward
+
+
+def truths(spec, blobs, side: int) -> list[tuple[str, bool]]:
+    """(kind, answer) of each rule-rubric question, in rule_rubric's order (object by object, then the relation)."""
+    out = []
+    for t in spec.things:
+        same = [b for b in blobs if b.shape == t.shape]
+        out.append(("present", bool(same)))
+        out.append(("colour", any(b.colour == t.colour for b in same)))
+        if t.count > 1:
+            out.append(("count", sum(b.colour == t.colour for b in same) == t.count))
+    if spec.relation:
+        m = [next((b for b in blobs if b.colour == t.colour and b.shape == t.shape), None) for t in spec.things]
+        out.append(("relation", all(x is not None for x in m)
+                    and _relation_holds(spec.relation, m[0].centroid, m[1].centroid, 0.05 * side)))
+    return out
+
+
+def auc_rows(backend, images, specs, seed: int = 0) -> dict:
+    """Each image is asked its own prompt's rubric and the rubric of the prompt with one attribute changed
+    (tiny-janus' `changed`), so clean drawings get "no" questions too; truth is the checker's, from the pixels."""
+    rng = np.random.default_rng(seed)
+    qs, kinds, truth, pics = [], [], [], []
+    for im, spec in zip(images, specs):
+        blobs = find_blobs(im)
+        for sp in (spec, changed(spec, rng)):
+            rubric, tr = rule_rubric(sp.prompt()), truths(sp, blobs, im.size[0])
+            if len(rubric) != len(tr):  # the rubric merged two objects of one shape: skip it
+                continue
+            for q, (k, a) in zip(rubric, tr):
+                pics.append(im)
+                qs.append(q)
+                kinds.append(k)
+                truth.append(a)
+    s = np.array(backend.yes_probability(pics, qs))
+    kinds, truth = np.array(kinds), np.array(truth)
+    row = {}
+    for k in ("present", "colour", "count", "relation"):
+        m = kinds == k
+        if m.sum() and 0 < truth[m].mean() < 1:
+            row[k] = {"auc": round(float(roc_auc_score(truth[m], s[m])), 3), "n": int(m.sum()),
+                      "true_share": round(float(truth[m].mean()), 3),
+                      "accuracy": round(float(((s[m] > 0.5) == truth[m]).mean()), 3)}
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="a text-to-image run folder (images/base/*.png, predictions)")
+    ap.add_argument("--judge", default="tiny-janus", help="the introspector: tiny-janus or a Janus folder")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    backend = JanusBackend(ModelConfig(model=str(resolve_model(a.judge)), device="cpu", finetune="full"),
+                           need_reference=False)
+    test = split("test")
+    files = sorted((a.run / "images" / "base").glob("*.png"))
+    specs = [test[int(f.stem.rsplit("_", 1)[0].rsplit("-", 1)[1])] for f in files]
+    drawn = [Image.open(f).convert("RGB") for f in files]
+    size = drawn[0].size[0]
+    clean = [draw(sp, seed=i, opts=DrawOptions(size=size)) for i, sp in enumerate(specs)]
+    print(json.dumps({"images": "drawn by the model (base)", "n": len(files), **auc_rows(backend, drawn, specs)}))
+    recon = to_images(vq_forward(backend.model.model.vqmodel, pixels(clean))[0])
+    print(json.dumps({"images": "clean drawings of the same specs", **auc_rows(backend, clean, specs)}))
+    print(json.dumps({"images": "their VQ reconstructions", **auc_rows(backend, recon, specs)}))
+
+
+if __name__ == "__main__":
+    main()
