@@ -4,7 +4,10 @@ question (never seen by any reward): ROC AUC per question kind (object present, 
 relation), and the same on clean drawings of the same specs for reference. An AUC near 0.5 means the reward
 carries no signal for that kind on the images it is actually given.
 
-    PYTHONPATH=src python scripts/judge_vs_checker.py RUN_FOLDER [--judge tiny-janus]
+    PYTHONPATH=src python scripts/judge_vs_checker.py RUN_FOLDER [--judge tiny-janus] [--panel OUT.png]
+
+`--panel` also draws every 7th drawing (8 of them) with the checker's blobs and the judge's P(yes) to "Is there a
+circle / square / triangle?" under it.
 """
 from __future__ import annotations
 
@@ -70,11 +73,32 @@ def auc_rows(backend, images, specs, seed: int = 0) -> dict:
     return row
 
 
+def panel(backend, files: list[Path], out: Path, side: int = 300) -> None:
+    from PIL import ImageDraw
+
+    files = files[::7][:8]
+    ims = [Image.open(f).convert("RGB") for f in files]
+    shapes = ("circle", "square", "triangle")
+    p = np.array(backend.yes_probability([im for im in ims for _ in shapes],
+                                         [f"Is there a {s}?" for _ in ims for s in shapes])).reshape(-1, 3)
+    canvas = Image.new("RGB", (side * 4, (side + 40) * 2), "white")
+    d = ImageDraw.Draw(canvas)
+    for k, (im, f) in enumerate(zip(ims, files)):
+        x, y = (k % 4) * side, (k // 4) * (side + 40)
+        canvas.paste(im.resize((side - 20, side - 20), Image.NEAREST), (x + 10, y))
+        blobs = ", ".join(f"{b.colour} {b.shape}" for b in find_blobs(im))
+        d.text((x + 10, y + side - 18), f"{f.stem} checker: {blobs}"[:62], fill="black")
+        d.text((x + 10, y + side - 4), "judge P(yes): " + " ".join(f"{s[:3]} {q:.2f}" for s, q in zip(shapes, p[k])),
+               fill="blue")
+    canvas.save(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="a text-to-image run folder (images/base/*.png, predictions)")
     ap.add_argument("--judge", default="tiny-janus", help="the introspector: tiny-janus or a Janus folder")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--panel", type=Path, help="also save a picture of drawings, checker blobs and judge answers")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     backend = JanusBackend(ModelConfig(model=str(resolve_model(a.judge)), device="cpu", finetune="full"),
@@ -89,6 +113,12 @@ def main() -> None:
     recon = to_images(vq_forward(backend.model.model.vqmodel, pixels(clean))[0])
     print(json.dumps({"images": "clean drawings of the same specs", **auc_rows(backend, clean, specs)}))
     print(json.dumps({"images": "their VQ reconstructions", **auc_rows(backend, recon, specs)}))
+    blobs = [b for im in drawn for b in find_blobs(im)]
+    print(json.dumps({"checker's blobs in the drawings": len(blobs),
+                      **{s: sum(b.shape == s for b in blobs) for s in ("circle", "square", "triangle")},
+                      "under 40 px (the smallest drawn triangle)": sum(b.area < 40 for b in blobs)}))
+    if a.panel:
+        panel(backend, files, a.panel)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,28 @@ def test_as_decoded_replaces_a_seeded_share_by_reconstructions():
     half, again = as_decoded(model, ims, 0.5, 7), as_decoded(model, ims, 0.5, 7)
     kept = [h is im for h, im in zip(half, ims)]
     assert 0 < sum(kept) < len(ims) and kept == [h is im for h, im in zip(again, ims)]  # seeded
+
+
+def test_encoder_pretraining_takes_a_share_of_its_batches_from_a_pool():
+    import dataclasses
+
+    from ttrl.scenes import DrawOptions, draw
+    from ttrl.tasks.scenes import split
+    from ttrl.zoo.tiny_janus import Arch, build
+    from ttrl.zoo.tiny_janus_train import Budget, pretrain_encoder
+
+    arch = Arch(image_size=32, codebook=64, text_layers=1)
+    budget = dataclasses.replace(Budget(), enc_steps=2, enc_batch=4)
+    specs = split("train")
+    pool = [draw(sp, seed=i, opts=DrawOptions(size=32)) for i, sp in enumerate(split("test")[:3])]
+
+    def encoder_after(**kw):
+        model, _ = build(arch, None, seed=0)
+        pretrain_encoder(model, arch, budget, specs, 0, None, **kw)
+        return model.model.vision_model.state_dict()
+
+    plain = encoder_after()
+    assert all(torch.equal(plain[k], v) for k, v in encoder_after(pool=pool, pool_share=0.0).items())
+    assert all(torch.equal(plain[k], v) for k, v in encoder_after(pool=(), pool_share=1.0).items())
+    mixed = encoder_after(pool=pool, pool_share=1.0)
+    assert not all(torch.equal(plain[k], v) for k, v in mixed.items())

@@ -30,6 +30,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -360,10 +361,12 @@ def encoder_head(arch: Arch, seed: int) -> torch.nn.Linear:
     return torch.nn.Linear(arch.vision_width, len(PALETTE) + 1 + len(SHAPES) + 1)
 
 
-def pretrain_encoder(model, arch: Arch, budget: Budget, specs, seed: int, log, head=None) -> dict:
+def pretrain_encoder(model, arch: Arch, budget: Budget, specs, seed: int, log, head=None, pool: Sequence = (),
+                     pool_share: float = 0.0) -> dict:
     """The understanding encoder alone, with a linear probe (`head`, or a fresh encoder_head that is discarded)
     predicting every patch's colour and shape: the visual features cost no LM pass here, so the LM stage only has to
-    learn to read them."""
+    learn to read them. `pool`: other images (e.g. the model's own drawings) that replace a seeded `pool_share` of
+    each batch, labelled by the same blob rule (patch_labels) as the drawings."""
     enc = model.model.vision_model
     enc.requires_grad_(True)
     head = head if head is not None else encoder_head(arch, seed)
@@ -371,11 +374,14 @@ def pretrain_encoder(model, arch: Arch, budget: Budget, specs, seed: int, log, h
     opt = torch.optim.AdamW(params, lr=budget.enc_lr, weight_decay=0.0)
     losses, hits, t0 = [], [], time.time()
     for step in range(budget.enc_steps):
-        pairs = scenes(specs, budget.enc_batch, derive(seed, "enc_batch", step), arch.image_size)
-        labels = [patch_labels(im, arch.grid) for _, im in pairs]
+        ims = [im for _, im in scenes(specs, budget.enc_batch, derive(seed, "enc_batch", step), arch.image_size)]
+        if len(pool) and pool_share:
+            rng = np.random.default_rng(derive(seed, "enc_pool", step))
+            ims = [pool[int(rng.integers(len(pool)))] if rng.random() < pool_share else im for im in ims]
+        labels = [patch_labels(im, arch.grid) for im in ims]
         colours = torch.tensor(np.stack([c for c, _ in labels])).flatten()
         shapes = torch.tensor(np.stack([s for _, s in labels])).flatten()
-        seen = as_decoded(model, [im for _, im in pairs], budget.und_through_vq, derive(seed, "enc_vq", step))
+        seen = as_decoded(model, ims, budget.und_through_vq, derive(seed, "enc_vq", step))
         out = head(enc(pixels(seen)).last_hidden_state).flatten(0, 1)
         c_logits, s_logits = out[:, :len(PALETTE) + 1], out[:, len(PALETTE) + 1:]
         loss = F.cross_entropy(c_logits, colours) + F.cross_entropy(s_logits, shapes)
