@@ -1,8 +1,9 @@
 """How well does the Meta-TTRL judge read the model's OWN drawings? For a run folder's base images, the judge's
 s = P(Yes) / (P(Yes) + P(No)) on each rule-rubric question against the pixel checker's answer to the same
 question (never seen by any reward): ROC AUC per question kind (object present, its colour, its count, the
-relation), and the same on clean drawings of the same specs for reference. An AUC near 0.5 means the reward
-carries no signal for that kind on the images it is actually given.
+relation), and the same on clean drawings of the same specs and on their VQ reconstructions for reference; then
+what the checker finds in the drawings (blobs per shape, specks). An AUC near 0.5 means the reward carries no
+signal, as the checker counts it, for that kind on the images it is actually given.
 
     PYTHONPATH=src python scripts/judge_vs_checker.py RUN_FOLDER [--judge tiny-janus] [--panel OUT.png]
 
