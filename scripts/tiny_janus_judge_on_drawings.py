@@ -22,7 +22,7 @@ from ttrl.config import ModelConfig
 from ttrl.seeds import derive
 from ttrl.tasks.scenes import split
 from ttrl.zoo import resolve_model
-from ttrl.zoo.lora import LORA_PREFIX, stack_lora
+from ttrl.zoo.lora import LORA_PREFIX, first_rank, stack_lora
 from ttrl.zoo.tiny_janus import ASSET, TRAINED_PREFIXES, assemble, build, load_weights, save_weights
 from ttrl.zoo.tiny_janus_train import Budget, align_to_words, evaluate, pretrain_encoder, train_understanding
 
@@ -45,10 +45,9 @@ def main() -> None:
     print(f"pool of {len(pool)} drawings in {time.time() - t0:.0f} s", flush=True)
 
     tensors, arch = load_weights(ASSET)
-    gen_rank = Budget().lora_r  # the stacked LoRA's first rows are the generation stage's
-    gen = {k: (v[:gen_rank] if k.endswith(".A") else v[:, :gen_rank]) for k, v in tensors.items()
-           if k.startswith(LORA_PREFIX)}
-    model, processor = build(arch, {**{k: v for k, v in tensors.items() if not k.startswith(LORA_PREFIX)}, **gen})
+    kept = first_rank(tensors, Budget().lora_r)  # the stacked LoRA's first rows are the generation stage's
+    gen = {k: v for k, v in kept.items() if k.startswith(LORA_PREFIX)}
+    model, processor = build(arch, kept)
     fresh, _ = build(arch, None, seed=a.seed)
     model.model.vision_model.load_state_dict(fresh.model.vision_model.state_dict())
     model.model.aligner.load_state_dict(fresh.model.aligner.state_dict())

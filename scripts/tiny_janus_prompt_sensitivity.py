@@ -22,7 +22,7 @@ import torch
 
 from ttrl.seeds import derive
 from ttrl.tasks.scenes import split
-from ttrl.zoo.lora import LORA_PREFIX
+from ttrl.zoo.lora import first_rank
 from ttrl.zoo.tiny_janus import ASSET, build, load_weights
 from ttrl.zoo.tiny_janus_train import changed, generation_loss, pixels, scenes, vq_forward
 
@@ -58,8 +58,7 @@ def main() -> None:
     torch.set_num_threads(1)
     tensors, arch = load_weights(a.weights)
     if a.lora_rank:
-        tensors = {k: (v[:a.lora_rank] if k.endswith(".A") else v[:, :a.lora_rank])
-                   if k.startswith(LORA_PREFIX) else v for k, v in tensors.items()}
+        tensors = first_rank(tensors, a.lora_rank)
     model, processor = build(arch, tensors)
     out = {"weights": str(a.weights), "lora_rank": a.lora_rank or "all"}
     for name in ("train", "test"):  # train: prompts the generator saw, new drawings; test: prompts never seen

@@ -154,3 +154,18 @@ def test_encoder_pretraining_takes_a_share_of_its_batches_from_a_pool():
     assert all(torch.equal(plain[k], v) for k, v in encoder_after(pool=(), pool_share=1.0).items())
     mixed = encoder_after(pool=pool, pool_share=1.0)
     assert not all(torch.equal(plain[k], v) for k, v in mixed.items())
+
+
+def test_first_rank_undoes_stack_lora_for_the_first_set():
+    from ttrl.zoo.lora import first_rank, stack_lora
+
+    g = torch.Generator().manual_seed(0)
+    gen = {"lora.q.A": torch.randn(4, 6, generator=g), "lora.q.B": torch.randn(5, 4, generator=g)}
+    und = {"lora.q.A": torch.randn(2, 6, generator=g), "lora.q.B": torch.randn(5, 2, generator=g)}
+    stacked = stack_lora(gen, und)
+    assert torch.allclose(stacked["lora.q.B"] @ stacked["lora.q.A"],
+                          gen["lora.q.B"] @ gen["lora.q.A"] + und["lora.q.B"] @ und["lora.q.A"])
+    other = torch.ones(3)
+    cut = first_rank({**stacked, "model.vq.w": other}, 4)
+    assert torch.equal(cut["lora.q.A"], gen["lora.q.A"]) and torch.equal(cut["lora.q.B"], gen["lora.q.B"])
+    assert cut["model.vq.w"] is other

@@ -51,6 +51,13 @@ def stack_lora(*factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def first_rank(tensors: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """`tensors` with every LoRA pair cut to its first `rank` components (A's rows, B's columns): undoes stack_lora
+    for the set stacked first; other tensors unchanged."""
+    return {k: (v[:rank] if k.endswith(".A") else v[:, :rank]) if k.startswith(LORA_PREFIX) else v
+            for k, v in tensors.items()}
+
+
 @torch.no_grad()
 def merge_lora(model, trained: dict[str, torch.Tensor]) -> None:
     """W += B @ A for every LoRA pair in `trained` (other keys are ignored)."""
