@@ -24,10 +24,10 @@ from sklearn.metrics import roc_auc_score
 from ttrl.backends.t2i import JanusBackend
 from ttrl.config import ModelConfig
 from ttrl.rubric import rule_rubric
-from ttrl.scenes import DrawOptions, _relation_holds, draw, find_blobs
+from ttrl.scenes import DrawOptions, check_blobs, draw, find_blobs
 from ttrl.tasks.scenes import split
 from ttrl.zoo import resolve_model
-from ttrl.zoo.tiny_janus_train import changed, pixels, to_images, vq_forward
+from ttrl.zoo.tiny_janus_train import as_decoded, changed
 
 
 def truths(spec, blobs, side: int) -> list[tuple[str, bool]]:
@@ -40,9 +40,7 @@ def truths(spec, blobs, side: int) -> list[tuple[str, bool]]:
         if t.count > 1:
             out.append(("count", sum(b.colour == t.colour for b in same) == t.count))
     if spec.relation:
-        m = [next((b for b in blobs if b.colour == t.colour and b.shape == t.shape), None) for t in spec.things]
-        out.append(("relation", all(x is not None for x in m)
-                    and _relation_holds(spec.relation, m[0].centroid, m[1].centroid, 0.05 * side)))
+        out.append(("relation", check_blobs(blobs, spec, side).categories["position"]))
     return out
 
 
@@ -111,7 +109,7 @@ def main() -> None:
     size = drawn[0].size[0]
     clean = [draw(sp, seed=i, opts=DrawOptions(size=size)) for i, sp in enumerate(specs)]
     print(json.dumps({"images": "drawn by the model (base)", "n": len(files), **auc_rows(backend, drawn, specs)}))
-    recon = to_images(vq_forward(backend.model.model.vqmodel, pixels(clean))[0])
+    recon = as_decoded(backend.model, clean, 1.0, seed=0)
     print(json.dumps({"images": "clean drawings of the same specs", **auc_rows(backend, clean, specs)}))
     print(json.dumps({"images": "their VQ reconstructions", **auc_rows(backend, recon, specs)}))
     blobs = [b for im in drawn for b in find_blobs(im)]

@@ -263,8 +263,11 @@ def check(image, spec: SceneSpec, opts: CheckOptions = CheckOptions(), size: int
     has both; count (objects with count > 1 only): exactly `count` blobs of that colour and shape; position (with
     a relation): the largest matching blobs' centroids are in the relation by at least 5% of the image side.
     Objects with count 1 need at least one matching blob (an extra copy does not fail a single-object prompt)."""
-    blobs = find_blobs(image, opts)
-    side = size or max(np.asarray(image).shape[:2])
+    return check_blobs(find_blobs(image, opts), spec, size or max(np.asarray(image).shape[:2]))
+
+
+def check_blobs(blobs: Sequence[Blob], spec: SceneSpec, side: int) -> SceneCheck:
+    """`check` on blobs already found in an image of `side` pixels (one find_blobs serves several specs)."""
     cats = {
         "colour": all(any(b.colour == t.colour for b in blobs) for t in spec.things),
         "shape": all(any(b.shape == t.shape for b in blobs) for t in spec.things),
