@@ -1,7 +1,8 @@
 """How well does the Meta-TTRL judge read the model's OWN drawings? For a run folder's base images, the judge's
 s = P(Yes) / (P(Yes) + P(No)) on each rule-rubric question against the pixel checker's answer to the same
 question (never seen by any reward): ROC AUC per question kind (object present, its colour, its count, the
-relation), and the same on clean drawings of the same specs and on their VQ reconstructions for reference; then
+relation), and the same on clean drawings of the same specs and on their VQ reconstructions (truth from the
+reconstruction, and from the clean drawing it came from) for reference; then
 what the checker finds in the drawings (blobs per shape, specks). An AUC near 0.5 means the reward carries no
 signal, as the checker counts it, for that kind on the images it is actually given.
 
@@ -44,13 +45,14 @@ def truths(spec, blobs, side: int) -> list[tuple[str, bool]]:
     return out
 
 
-def auc_rows(backend, images, specs, seed: int = 0) -> dict:
+def auc_rows(backend, images, specs, seed: int = 0, truth_from=None) -> dict:
     """Each image is asked its own prompt's rubric and the rubric of the prompt with one attribute changed
-    (tiny-janus' `changed`), so clean drawings get "no" questions too; truth is the checker's, from the pixels."""
+    (tiny-janus' `changed`), so clean drawings get "no" questions too; truth is the checker's, from the pixels of
+    the image itself or of `truth_from` (e.g. the clean drawing a reconstruction came from)."""
     rng = np.random.default_rng(seed)
     qs, kinds, truth, pics = [], [], [], []
-    for im, spec in zip(images, specs):
-        blobs = find_blobs(im)
+    for im, spec, src in zip(images, specs, truth_from or images):
+        blobs = find_blobs(src)
         for sp in (spec, changed(spec, rng)):
             rubric, tr = rule_rubric(sp.prompt()), truths(sp, blobs, im.size[0])
             if len(rubric) != len(tr):  # the rubric merged two objects of one shape: skip it
@@ -112,6 +114,8 @@ def main() -> None:
     recon = as_decoded(backend.model, clean, 1.0, seed=0)
     print(json.dumps({"images": "clean drawings of the same specs", **auc_rows(backend, clean, specs)}))
     print(json.dumps({"images": "their VQ reconstructions", **auc_rows(backend, recon, specs)}))
+    print(json.dumps({"images": "their VQ reconstructions, truth from the clean drawing",
+                      **auc_rows(backend, recon, specs, truth_from=clean)}))
     blobs = [b for im in drawn for b in find_blobs(im)]
     print(json.dumps({"checker's blobs in the drawings": len(blobs),
                       **{s: sum(b.shape == s for b in blobs) for s in ("circle", "square", "triangle")},

@@ -123,8 +123,8 @@ class Budget:
     und_through_vq: float = field(default=0.0, metadata={
         "help": "share of the drawings the understanding encoder trains on (encoder pre-training, aligner, yes/no) "
                 "replaced by their VQ reconstruction, labels kept from the drawn scene, since the judge reads decoded "
-                "images at test time. 0: off (the shipped recipe already reads reconstructions, AUC 0.98 against "
-                "the drawn scene; 0.5 left its disagreement with the checker on the model's drawings nearly as "
+                "images at test time. 0: off (the shipped recipe already reads reconstructions, AUC 0.99 against "
+                "the clean drawing's checker reading; 0.5 left its disagreement with the checker on the model's drawings nearly as "
                 "it was, docs/meta_ttrl.md session 17)"})
     und_gen_replay_batch: int = field(default=4, metadata={"help": "(prompt, image) sequences per replay batch"})
     und_pairs: bool = field(default=True, metadata={
