@@ -1,7 +1,8 @@
 """GRPO as pure tensor functions: group-normalised advantages and the clipped, KL-regularised loss.
 
 References: Shao et al. 2024 (GRPO), Schulman et al. 2017 (clipped surrogate), Schulman 2020 (k3 KL
-estimator), Liu et al. 2025 (Dr. GRPO: no std scaling), Yao et al. 2025 (truncated importance sampling
+estimator), Liu et al. 2025 (Dr. GRPO: no std scaling), Hu et al. 2025 (REINFORCE++: a baseline over the
+whole batch instead of each group), Yao et al. 2025 (truncated importance sampling
 for rollout engines that are not exactly the policy).
 """
 from __future__ import annotations
@@ -19,6 +20,21 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, scale: bool = Tru
         return None
     centred = rewards - rewards.mean()
     return centred / (rewards.std(unbiased=unbiased_std) + eps) if scale else centred
+
+
+def batch_advantages(groups: list[torch.Tensor], eps: float = 1e-6, scale: bool = True,
+                     unbiased_std: bool = True) -> list[torch.Tensor | None]:
+    """REINFORCE++'s global baseline: A_i = (r_i - mean r) / (std r + eps) over every group's rewards at once, split
+    back per group. Unlike group_advantages, a unanimous group keeps a signal (its samples sit above or below the
+    batch's mean), so confident items are trained on too; all None when the whole batch is equal."""
+    if not groups:
+        return []
+    flat = torch.cat([r.float() for r in groups])
+    if flat.numel() < 2 or torch.all(flat == flat[0]):
+        return [None] * len(groups)
+    centred = flat - flat.mean()
+    adv = centred / (flat.std(unbiased=unbiased_std) + eps) if scale else centred
+    return list(torch.split(adv, [r.numel() for r in groups]))
 
 
 KL_LOG_RATIO_CLAMP = 20.0  # verl's low_var_kl clamps log(ref / pi) to +-20 before exp ...

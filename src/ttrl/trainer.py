@@ -21,7 +21,7 @@ from .config import GRPOConfig, SafeguardConfig, SamplingConfig
 from .data import Query
 from .extractors import Extractor
 from .group import Group, VoteStats
-from .grpo import aggregate, group_advantages, grpo_token_loss, tis_weights
+from .grpo import aggregate, batch_advantages, group_advantages, grpo_token_loss, tis_weights
 from .rewards import Reward, RewardContext
 from .rewards.prior import answer_set_key
 from .rollout import Completion
@@ -87,7 +87,7 @@ class Trainer:
         t_sample = time.perf_counter()
 
         # 2. extract answers and their equivalence classes; 3. reward the whole group
-        results, train_items, train_feats, diag_rows, votes = [], [], [], [], []
+        results, diag_rows, votes, pending = [], [], [], []
         for q, vs, comps in zip(queries, views, rollouts):
             # the answer as written in the view a sample saw, and as the option it names in the original order
             written = [self.extractor.extract(c.text, v.choices) for c, (v, _) in zip(comps, vs)]
@@ -100,19 +100,25 @@ class Trainer:
             votes.append(vote)
             gated = gate_reason(vote, self.gate) if self.gate is not None else None
 
-            # 4. advantages on the trained subset (TTRL votes on 64, trains on 32)
+            # 4. the trained subset (TTRL votes on 64, trains on 32), advantages below
             idx = np.arange(len(comps))
             if s.n_train < s.n_votes:
                 idx = np.sort(self.rng.choice(len(comps), size=s.n_train, replace=False))
             trained = _neutral_unparsed(out.rewards, group.classes) if g.unparsed == "neutral" else out.rewards
-            adv = None if gated else group_advantages(torch.tensor([trained[i] for i in idx]), g.adv_eps,
-                                                      g.scale_advantages, g.adv_std == "unbiased")
+            if not gated:
+                pending.append((len(results), q, comps, written, idx, torch.tensor([trained[i] for i in idx])))
+            top = Counter(w for w in written if w is not None).most_common(1)
+            results.append(GroupResult(group, out.rewards, False, gated,
+                                       top[0][0] if top and vs[0][1] is not None else None))
+        args = (g.adv_eps, g.scale_advantages, g.adv_std == "unbiased")
+        advs = (batch_advantages([p[-1] for p in pending], *args) if g.adv_baseline == "batch"
+                else [group_advantages(p[-1], *args) for p in pending])
+        train_items, train_feats = [], []
+        for (k, q, comps, written, idx, _), adv in zip(pending, advs):
             if adv is not None:
+                results[k].trained = True
                 train_items += [(comps[i], float(a)) for i, a in zip(idx, adv)]
                 train_feats += [features(answer_set_key(q), written[i], g.balance_unit) for i in idx]
-            top = Counter(w for w in written if w is not None).most_common(1)
-            results.append(GroupResult(group, out.rewards, adv is not None, gated,
-                                       top[0][0] if top and vs[0][1] is not None else None))
         if g.balance_answers:
             train_items = list(zip([c for c, _ in train_items], balanced([a for _, a in train_items], train_feats)))
         t_reward = time.perf_counter()
