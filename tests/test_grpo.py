@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ttrl.grpo import aggregate, group_advantages, grpo_token_loss, k3_kl
+from ttrl.grpo import aggregate, batch_advantages, group_advantages, grpo_token_loss, k3_kl
 
 
 def test_advantages_normalised_within_group():
@@ -22,6 +22,22 @@ def test_advantages_normalised_within_group():
 def test_advantages_unscaled_dr_grpo():
     a = group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), scale=False)
     assert a.tolist() == [0.5, -0.5, -0.5, 0.5]
+
+
+def test_batch_baseline_trains_unanimous_groups():
+    # groups [1, 1] and [1, 0]: batch mean 0.75, unbiased std sqrt((3 * 0.0625 + 0.5625) / 3) = 0.5
+    a = batch_advantages([torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0])], eps=0.0)
+    assert [t.tolist() for t in a] == [pytest.approx([0.5, 0.5]), pytest.approx([0.5, -1.5])]
+    # the unanimous group gets nothing from GRPO's per-group baseline
+    assert group_advantages(torch.tensor([1.0, 1.0])) is None
+    # unscaled: r - 0.75; population std (n): sqrt(0.1875) = 0.4330
+    a = batch_advantages([torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0])], scale=False)
+    assert a[1].tolist() == [0.25, -0.75]
+    a = batch_advantages([torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0])], eps=0.0, unbiased_std=False)
+    assert a[1].tolist() == pytest.approx([0.57735, -1.73205], rel=1e-5)
+    # a whole batch of equal rewards carries no signal
+    assert batch_advantages([torch.tensor([1.0, 1.0]), torch.tensor([1.0])]) == [None, None]
+    assert batch_advantages([]) == []
 
 
 def test_equal_rewards_carry_no_signal():

@@ -50,3 +50,23 @@ def test_grpo_steps_raise_a_deterministic_reward(brevity_reward):
     # responses start near the 32-token cap (~ -1.5); the reward must rise by a clear margin
     print("brevity reward before/after:", before, after)
     assert after > before + 0.3, (before, after, [s.reward_mean for s in stats])
+
+
+def by_query(group, params, ctx):
+    """Query 'a': every sample 1 (a unanimous group); 'b': 1, 0, 1, 0, ..."""
+    n = len(group.responses)
+    return RewardOutput([1.0] * n if group.query.id == "a" else [float(i % 2 == 0) for i in range(n)])
+
+
+@pytest.mark.parametrize("baseline, trained", [("group", 1), ("batch", 2)])
+def test_batch_baseline_trains_the_unanimous_group_too(policy, baseline, trained):
+    register_reward("test_by_query", help="test only: fixed rewards per query")(by_query)
+    try:
+        trainer = Trainer(policy, get_extractor("text"), Reward("test_by_query"),
+                          SamplingConfig(n_votes=4, n_train=4, temperature=1.0, max_new_tokens=4, batch_size=8),
+                          GRPOConfig(lr=0.0, adv_baseline=baseline), instruction="", seed=0)
+        res = trainer.step(QUERIES)
+    finally:
+        del REWARDS["test_by_query"]
+    assert res.stats.groups_trained == trained
+    assert [g.trained for g in res.groups] == [baseline == "batch", True]
