@@ -113,3 +113,15 @@ def test_same_seed_same_weights():
     assert any(k.startswith("model.visual.blocks.") for k in moved) and "model.visual.merger.mlp.0.weight" in moved
     moved = {k for k in towered if not torch.equal(towered[k], runs[1][k])}  # stage 2: the projectors only
     assert moved == {k for k in towered if k.startswith(("model.visual.merger.", "model.audio_tower.proj."))}
+
+
+def test_the_first_build_stays_available_as_tiny_omni_v1():
+    from ttrl.zoo import ZOO, tiny_omni
+    from ttrl.zoo.tiny_omni_train import card_path
+
+    new, old = ZOO["tiny-omni"].folder(), ZOO["tiny-omni-v1"].folder()
+    assert new.startswith("tiny-omni-") and old.startswith("tiny-omni-v1-") and new[-10:] != old[-10:]
+    cards = [json.loads(card_path(p).read_text()) for p in (tiny_omni.ASSET, tiny_omni.ASSET_V1)]
+    # the shipped tower was trained 30 epochs and reads shape; the first one, 10 epochs, did not
+    assert [c["budget"]["tower_epochs"] for c in cards] == [30, 10]
+    assert [c["training"]["tower"]["test_image_accuracy"]["shape"] > 0.9 for c in cards] == [True, False]

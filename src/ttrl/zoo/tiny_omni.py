@@ -24,6 +24,9 @@ import torch
 from . import asset_folder, load_parts, register_model, resolve_model, save_folder, save_parts
 
 ASSET = Path(__file__).parent / "assets" / "tiny_omni.safetensors"
+# the session-8 build (stage 1 for 10 epochs: its tower read shape on 49% of test images), kept for the OP-TTRAV
+# results measured on it (docs/op_ttrav.md); `ttrl zoo build tiny-omni --omni-tower-epochs 10` retrains it
+ASSET_V1 = ASSET.with_name("tiny_omni_v1.safetensors")
 BUILD_VERSION = 1  # bumped when `assemble` writes something else, so cached folders are rebuilt
 TRAINED_PREFIXES = ("model.visual.", "model.audio_tower.proj.")
 PATCH, MERGE, TEMPORAL = 14, 2, 2  # Qwen2.5-VL's patch side, 2x2 merge and temporal patch (its image processor's)
@@ -195,11 +198,13 @@ def assemble(out_dir: Path, weights: Path) -> Path:
     return Path(out_dir)
 
 
-def _folder() -> str:
-    return asset_folder("tiny-omni", ASSET, BUILD_VERSION)
+def _register(name: str, asset: str, help: str) -> None:
+    """`asset` names the module global holding the weights' path, read at call time (tests point it elsewhere)."""
+    register_model(name, folder=lambda: asset_folder(name, globals()[asset], BUILD_VERSION), help=help)(
+        lambda out: assemble(out, globals()[asset]))
 
 
-@register_model("tiny-omni", folder=_folder, help="a Qwen2.5-Omni thinker: Whisper-base's encoder + a small Qwen-ViT "
-                "+ SmolLM2-135M, projectors trained on spoken easy-vqa (`ttrl zoo build tiny-omni`)")
-def _build(out: Path) -> None:
-    assemble(out, ASSET)
+_register("tiny-omni", "ASSET", "a Qwen2.5-Omni thinker: Whisper-base's encoder + a small Qwen-ViT + SmolLM2-135M, "
+          "projectors trained on spoken easy-vqa (`ttrl zoo build tiny-omni`)")
+_register("tiny-omni-v1", "ASSET_V1", "the first tiny-omni (its vision tower read shape on 49% of test images), kept "
+          "for the OP-TTRAV results measured on it in sessions 8-17")

@@ -38,8 +38,9 @@ CONDITIONS = {"both": (True, True), "audio_removed": (False, True), "image_remov
 
 @dataclass(frozen=True)
 class Budget:
-    tower_epochs: int = field(default=10, metadata={
-        "help": "stage 1 epochs over the 4000 train images (tiny-vlm: 20; ~24 s an epoch measured at 56 px, 1 thread)"})
+    tower_epochs: int = field(default=30, metadata={
+        "help": "stage 1 epochs over the 4000 train images (tiny-vlm: 20); shape on test images: 49% after 10 "
+                "(tiny-omni-v1), 95% after 30, as it is learnt from epoch ~12 on (docs/op_ttrav.md); ~4 s an epoch"})
     tower_batch: int = field(default=64, metadata={"help": "stage 1 images per step (tiny-vlm: 64)"})
     tower_lr: float = field(default=2e-3, metadata={"help": "stage 1 AdamW learning rate (tiny-vlm: 2e-3)"})
     tower_images: int = field(default=0, metadata={"help": "stage 1 train images used (0 = all; fewer for tests)"})
