@@ -139,7 +139,8 @@ class GRPOConfig:
                        "population (n)", ["unbiased", "population"])
     adv_baseline: str = opt("group", "advantage baseline: group = each group's own mean (GRPO; a unanimous group gives "
                             "no signal); batch = the mean and std over all groups of the step (REINFORCE++, Hu et al. "
-                            "2025), so confident items train too, as in pseudo-label self-training", ["group", "batch"])
+                            "2025), so confident items train too, as in pseudo-label self-training (no gain on easy-vqa under "
+                            "salt-and-pepper: docs/results.md)", ["group", "batch"])
     loss_agg: str = opt("token_mean", "token_mean over all trained tokens (DAPO/VERL default) or seq_mean (GRPO paper)", ["token_mean", "seq_mean"])
     unparsed: str = opt("reward", "samples with no parsable answer: reward = trained on the reward they got (0 from a vote: "
                         "the update then also teaches the answer format); neutral = advantage 0, so only the answer "
