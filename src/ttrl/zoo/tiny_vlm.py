@@ -22,14 +22,13 @@ does that once per weights file and caches the result.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from . import register_model, resolve_model, save_folder
+from . import asset_folder, register_model, resolve_model, save_folder
 from .lora import LORA_PREFIX, merge_lora
 
 ASSETS = Path(__file__).parent / "assets"
@@ -258,15 +257,8 @@ def assemble(out_dir: Path, vision_weights: Path | None, tower: Tower = DEFAULT)
 
 
 def _register(tower: Tower, help: str) -> None:
-    def folder() -> str:
-        """Named after a hash of the shipped weights (and the assembly version): new weights rebuild."""
-        if not tower.weights.exists():
-            raise FileNotFoundError(f"model {tower.name!r} needs its trained weights {tower.weights}: "
-                                    f"run `ttrl zoo build {tower.name}`")
-        digest = hashlib.sha256(tower.weights.read_bytes() + f"v{BUILD_VERSION}".encode()).hexdigest()[:10]
-        return f"{tower.name}-{digest}"
-
-    register_model(tower.name, folder=folder, help=help)(lambda out: assemble(out, tower.weights, tower))
+    register_model(tower.name, folder=lambda: asset_folder(tower.name, tower.weights, BUILD_VERSION), help=help)(
+        lambda out: assemble(out, tower.weights, tower))
 
 
 _register(TOWERS["tiny-vlm"], "LLaVA-architecture SmolLM2-135M + a small CLIP tower and an LM LoRA trained on easy-vqa; "
