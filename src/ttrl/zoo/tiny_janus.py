@@ -55,6 +55,9 @@ class Arch:
     code_dim: int = field(default=8, metadata={"help": "VQ code dimension (LlamaGen / Janus use 8)"})
     vision_width: int = field(default=128, metadata={"help": "understanding encoder width (tiny-vlm's tower)"})
     vision_layers: int = field(default=2, metadata={"help": "understanding encoder layers (tiny-vlm's tower)"})
+    vq_window: int = field(default=0, metadata={
+        "help": "VQ encoder input per token: 0 = the whole image (Janus); w = the token's own w x w neighbourhood, so "
+                "codes are local and the generator can predict them (docs/meta_ttrl.md, session 19)"})
     text_layers: int = field(default=12, metadata={
         "help": "SmolLM2 layers kept (0 = all 30; 12: the first 12, 2.5x cheaper, so the build fits in an hour)"})
 
@@ -116,7 +119,7 @@ def janus_config(arch: Arch, tok):
     vq = JanusVQVAEConfig(embed_dim=arch.code_dim, num_embeddings=arch.codebook, latent_channels=arch.vq_channels,
                           base_channels=arch.vq_channels, channel_multiplier=list(arch.vq_multipliers),
                           num_res_blocks=1, num_patches=arch.grid, projection_dim=width, image_token_embed_dim=width,
-                          num_hidden_layers=2)
+                          num_hidden_layers=2, encode_window=arch.vq_window)  # read by tiny_janus_train.encode_z
     return JanusConfig(text_config=text, vision_config=vision, vq_config=vq,
                        image_token_id=tok.convert_tokens_to_ids(SPECIAL["image_token"]))
 

@@ -84,6 +84,9 @@ class Budget:
     vq_batch: int = field(default=16, metadata={"help": "scenes per VQ step"})
     vq_lr: float = field(default=1e-3, metadata={"help": "VQ AdamW learning rate"})
     beta: float = field(default=0.25, metadata={"help": "commitment weight (van den Oord et al. 2017)"})
+    vq_reseed_every: int = field(default=100, metadata={
+        "help": "VQ steps after which codes unused since the last check are re-seeded from the batch's encoder "
+                "outputs (dead-code restarts, as in Jukebox / SoundStream); 0: off"})
     vq_probe_every: int = field(default=100, metadata={
         "help": "VQ steps between checks of the early stop (reconstructions of held-out train-split drawings)"})
     vq_probe_n: int = field(default=32, metadata={"help": "drawings in the VQ early-stop probe (scenes:train specs)"})
@@ -250,10 +253,37 @@ def questions_for(pairs, seed: int) -> list[tuple[object, str, bool]]:
 
 
 # -- stage 1: VQ ----------------------------------------------------------------------------------------
-def vq_forward(vq, x: torch.Tensor, beta: float = 0.25):
+def encode_z(vq, x: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """l2-normalised latents [B, D, g, g]. window (default: the VQ config's `encode_window`, Arch.vq_window, 0 when
+    absent) 0: the whole image at once (JanusVQVAE.encode). window w: each
+    patch's latent from its own w x w neighbourhood alone (white padding at the border), so a code depends on what
+    is drawn near its patch only: the encoder's GroupNorms and attention otherwise spread every shape over all the
+    codes of the image (docs/meta_ttrl.md, session 19)."""
+    window = getattr(vq.config, "encode_window", 0) if window is None else window
+    if not window:
+        return F.normalize(vq.quant_conv(vq.encoder(x)), dim=1)
+    b, ch, side, _ = x.shape
+    g = side // 2 ** (len(vq.config.channel_multiplier) - 1)
+    patch, margin = side // g, (window - side // g) // 2
+    win = F.pad(x, (margin,) * 4, value=1.0).unfold(2, window, patch).unfold(3, window, patch)  # [B, C, g, g, w, w]
+    win = win.permute(0, 2, 3, 1, 4, 5).reshape(b * g * g, ch, window, window)
+    blank = (win == 1.0).flatten(1).all(1)  # all-white windows (most of a scene) are encoded once
+    first = int(blank.nonzero()[0]) if blank.any() else None
+    keep = ~blank
+    if first is not None:
+        keep[first] = True
+    h = vq.quant_conv(vq.encoder(win[keep]))
+    c = h.shape[-1] // 2  # the latent cell under the window's centre patch
+    z = F.normalize(h[:, :, c, c], dim=1)
+    if first is not None:
+        z = z[(torch.cumsum(keep, 0) - 1).masked_fill(blank, int(keep[:first].sum()))]
+    return z.view(b, g, g, -1).permute(0, 3, 1, 2)
+
+
+def vq_forward(vq, x: torch.Tensor, beta: float = 0.25, window: int | None = None):
     """(reconstruction, codebook + commitment loss, tokens [B, g*g]) with l2-normalised codes, as
     JanusVQVAE.decode reads them (get_codebook_entry normalises), and a straight-through gradient."""
-    z = F.normalize(vq.quant_conv(vq.encoder(x)), dim=1)  # [B, D, g, g]
+    z = encode_z(vq, x, window)  # [B, D, g, g]
     b, d, g, _ = z.shape
     codes = F.normalize(vq.quantize.embedding.weight, dim=-1)
     flat = z.permute(0, 2, 3, 1).reshape(-1, d)
@@ -283,7 +313,7 @@ def train_vq(model, arch: Arch, budget: Budget, specs, seed: int, log) -> dict:
         opt.step()
         losses.append(loss.item())
         usage += torch.bincount(idx.flatten(), minlength=arch.codebook)
-        if (step + 1) % 100 == 0:  # re-seed codes unused for 100 steps from this batch's encoder outputs
+        if budget.vq_reseed_every and (step + 1) % budget.vq_reseed_every == 0:  # unused codes: re-seed from z
             dead = (usage == 0).nonzero().flatten()
             if len(dead):
                 g = torch.Generator().manual_seed(derive(seed, "vq_dead", step))
