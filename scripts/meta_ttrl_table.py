@@ -16,7 +16,8 @@ from op_ttrav_table import cell, rewrite_block
 
 # summary key ({} = base or adapted) -> column name
 COLUMNS = (("{}_accuracy", "full"), ("{}_colour", "colour"), ("{}_shape", "shape"), ("{}_binding", "binding"),
-           ("{}_position", "position"), ("adapted_items_{}_accuracy", "full, prompts adapted on"),
+           ("{}_position", "position"), ("{}_blind_accuracy", "full, prompt-blind"),
+           ("{}_blind_colour", "colour, prompt-blind"), ("adapted_items_{}_accuracy", "full, prompts adapted on"),
            ("other_items_{}_accuracy", "full, other prompts"))
 
 

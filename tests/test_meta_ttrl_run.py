@@ -58,7 +58,8 @@ def test_cli_meta_ttrl_run(janus_dir, tmp_path):
     assert (out / "grid.png").is_file()
     # GenEval-style shares before and after, per category, split by adapted / other prompts
     assert s["steps"] == 1 and s["updates"] == 1 and s["n_eval"] == 2 and s["introspector"] == "self"
-    for key in ("base_accuracy", "adapted_accuracy", "base_colour", "adapted_shape", "adapted_binding"):
+    for key in ("base_accuracy", "adapted_accuracy", "base_colour", "adapted_shape", "adapted_binding",
+                "base_blind_accuracy", "adapted_blind_colour"):  # blind: each image against the other prompt
         assert 0 <= s[key] <= 1
     assert s["n_adapted_items"] == 2 and s["events_rubric_fallback"] == 2
     # a finished run resumes to its own summary (the image report), writing nothing

@@ -156,3 +156,20 @@ def test_scenes_task_source_is_fixed_and_keeps_specs_out_of_queries():
         assert SceneSpec.from_dict(it.meta["spec"]).prompt() == it.query.prompt and it.answer is None
     with pytest.raises(DataError, match="split"):
         load_dataset("scenes:dev")
+
+
+def test_prompt_blind_shares_check_each_image_against_every_other_prompt(tmp_path):
+    from ttrl.protocols.images import _blind_shares
+
+    specs = {"a": spec([("circle", "red")]), "b": spec([("square", "red")]), "c": spec([("square", "blue")])}
+    rows = []
+    for k, sp in specs.items():
+        im, d = canvas()
+        draw_shape(d, sp.things[0].shape, (20, 20, 44, 44), PALETTE[sp.things[0].colour])
+        assert check(im, sp).full  # each image satisfies its own prompt
+        im.save(tmp_path / f"{k}.png")
+        rows.append({"id": k, "images": [f"{k}.png"]})
+    s = _blind_shares(rows, specs, tmp_path)
+    # by hand, image vs other spec: a-b colour, b-a colour, b-c shape, c-b shape; a-c, c-a nothing: 2/6 each
+    assert s["colour"] == pytest.approx(2 / 6) and s["shape"] == pytest.approx(2 / 6)
+    assert s["binding"] == 0 and s["full"] == 0 and s["position"] is None

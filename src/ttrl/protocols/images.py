@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..image_trainer import safe_name
-from ..scenes import CATEGORIES, SceneSpec, check
+from ..scenes import CATEGORIES, SceneSpec, check, check_blobs, find_blobs
 from ..seeds import derive
 from .common import Adaptation
 from .transductive import adapt_epochs
@@ -62,6 +62,26 @@ def _shares(rows: list[dict]) -> dict[str, float]:
     out = {"full": float(np.mean([c["full"] for c in checks])) if checks else None, "n_images": len(checks)}
     for cat in CATEGORIES:
         vals = [c[cat] for c in checks if cat in c]
+        out[cat] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def _blind_shares(rows: list[dict], specs: dict[str, SceneSpec], run_dir: Path) -> dict[str, float]:
+    """The same shares with every image checked against every OTHER evaluation prompt's spec: what a drawing
+    scores whatever it was asked for (the checker's chance level for these drawings). A reward can raise the shares
+    without following prompts, e.g. by drawing more colours (docs/meta_ttrl.md, session 19); the gap to this is what
+    the prompt itself bought."""
+    from PIL import Image
+
+    checks = []
+    for r in (r for r in rows if r["id"] in specs):
+        for path in r["images"]:
+            with Image.open(Path(run_dir) / path) as im:
+                blobs, side = find_blobs(im.convert("RGB")), im.size[0]
+            checks += [check_blobs(blobs, spec, side) for other, spec in specs.items() if other != r["id"]]
+    out = {"full": float(np.mean([c.full for c in checks])) if checks else None}
+    for cat in CATEGORIES:
+        vals = [c.categories[cat] for c in checks if cat in c.categories]
         out[cat] = float(np.mean(vals)) if vals else None
     return out
 
@@ -125,6 +145,10 @@ def run_image_transductive(sess) -> dict:
         shares = _shares(rows)
         summary[f"{phase}_accuracy"] = shares["full"]  # GenEval's overall score: images fully satisfying the prompt
         summary.update({f"{phase}_{k}": v for k, v in shares.items() if k != "full"})
+        specs = {it.query.id: SceneSpec.from_dict(it.meta["spec"]) for it in sess.eval_items if it.meta.get("spec")}
+        if len(specs) > 1:
+            blind = _blind_shares(rows, specs, Path(out.path))
+            summary.update({f"{phase}_blind_{'accuracy' if k == 'full' else k}": v for k, v in blind.items()})
         for part, keep in (("adapted_items", lambda r: r["id"] in ids), ("other_items", lambda r: r["id"] not in ids)):
             sub = [r for r in rows if keep(r)]
             summary[f"{part}_{phase}_accuracy"] = _shares(sub)["full"]
