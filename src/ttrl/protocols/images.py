@@ -138,6 +138,7 @@ def run_image_transductive(sess) -> dict:
         write_grid(base, adapted, Path(out.path))
 
     ids = {it.query.id for it in sess.adapt_items}
+    specs = {it.query.id: SceneSpec.from_dict(it.meta["spec"]) for it in sess.eval_items if it.meta.get("spec")}
     summary = {}
     for phase, rows in (("base", base), ("adapted", adapted)):
         if not rows:
@@ -145,7 +146,6 @@ def run_image_transductive(sess) -> dict:
         shares = _shares(rows)
         summary[f"{phase}_accuracy"] = shares["full"]  # GenEval's overall score: images fully satisfying the prompt
         summary.update({f"{phase}_{k}": v for k, v in shares.items() if k != "full"})
-        specs = {it.query.id: SceneSpec.from_dict(it.meta["spec"]) for it in sess.eval_items if it.meta.get("spec")}
         if len(specs) > 1:
             blind = _blind_shares(rows, specs, Path(out.path))
             summary.update({f"{phase}_blind_{'accuracy' if k == 'full' else k}": v for k, v in blind.items()})

@@ -254,11 +254,11 @@ def questions_for(pairs, seed: int) -> list[tuple[object, str, bool]]:
 
 # -- stage 1: VQ ----------------------------------------------------------------------------------------
 def encode_z(vq, x: torch.Tensor, window: int | None = None) -> torch.Tensor:
-    """l2-normalised latents [B, D, g, g]. window (default: the VQ config's `encode_window`, Arch.vq_window, 0 when
-    absent) 0: the whole image at once (JanusVQVAE.encode). window w: each
-    patch's latent from its own w x w neighbourhood alone (white padding at the border), so a code depends on what
-    is drawn near its patch only: the encoder's GroupNorms and attention otherwise spread every shape over all the
-    codes of the image (docs/meta_ttrl.md, session 19)."""
+    """l2-normalised latents [B, D, g, g]. window 0: the whole image at once, as JanusVQVAE.encode does; w: each
+    patch's latent from its own w x w neighbourhood alone (white beyond the border), so a code depends only on what
+    is drawn near its patch. The encoder's GroupNorms and attention otherwise spread every shape over all the codes
+    of the image (docs/meta_ttrl.md, session 19). Default: the VQ config's `encode_window` (Arch.vq_window; 0 when
+    absent)."""
     window = getattr(vq.config, "encode_window", 0) if window is None else window
     if not window:
         return F.normalize(vq.quant_conv(vq.encoder(x)), dim=1)
@@ -275,7 +275,7 @@ def encode_z(vq, x: torch.Tensor, window: int | None = None) -> torch.Tensor:
     h = vq.quant_conv(vq.encoder(win[keep]))
     c = h.shape[-1] // 2  # the latent cell under the window's centre patch
     z = F.normalize(h[:, :, c, c], dim=1)
-    if first is not None:
+    if first is not None:  # row of each window in z: its rank among the kept ones; a blank one: the first blank's
         z = z[(torch.cumsum(keep, 0) - 1).masked_fill(blank, int(keep[:first].sum()))]
     return z.view(b, g, g, -1).permute(0, 3, 1, 2)
 
