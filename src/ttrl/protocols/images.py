@@ -59,7 +59,12 @@ def eval_images(sess, phase: str) -> list[dict]:
 def _shares(rows: list[dict]) -> dict[str, float]:
     """GenEval-style shares over every checked image of these rows (scenes.summarize's keys)."""
     checks = [c for r in rows for c in (r["checks"] or [])]
-    out = {"full": float(np.mean([c["full"] for c in checks])) if checks else None, "n_images": len(checks)}
+    return {**_reduce(checks), "n_images": len(checks)}
+
+
+def _reduce(checks: list[dict]) -> dict[str, float]:
+    """full and per-category shares of checker verdicts ({category: bool, "full": bool}); None where none apply."""
+    out = {"full": float(np.mean([c["full"] for c in checks])) if checks else None}
     for cat in CATEGORIES:
         vals = [c[cat] for c in checks if cat in c]
         out[cat] = float(np.mean(vals)) if vals else None
@@ -78,12 +83,9 @@ def _blind_shares(rows: list[dict], specs: dict[str, SceneSpec], run_dir: Path) 
         for path in r["images"]:
             with Image.open(Path(run_dir) / path) as im:
                 blobs, side = find_blobs(im.convert("RGB")), im.size[0]
-            checks += [check_blobs(blobs, spec, side) for other, spec in specs.items() if other != r["id"]]
-    out = {"full": float(np.mean([c.full for c in checks])) if checks else None}
-    for cat in CATEGORIES:
-        vals = [c.categories[cat] for c in checks if cat in c.categories]
-        out[cat] = float(np.mean(vals)) if vals else None
-    return out
+            checks += [{**(c := check_blobs(blobs, spec, side)).categories, "full": c.full}
+                       for other, spec in specs.items() if other != r["id"]]
+    return _reduce(checks)
 
 
 def write_grid(base: list[dict], adapted: list[dict], run_dir: Path) -> None:
