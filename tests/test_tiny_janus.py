@@ -169,3 +169,43 @@ def test_first_rank_undoes_stack_lora_for_the_first_set():
     cut = first_rank({**stacked, "model.vq.w": other}, 4)
     assert torch.equal(cut["lora.q.A"], gen["lora.q.A"]) and torch.equal(cut["lora.q.B"], gen["lora.q.B"])
     assert cut["model.vq.w"] is other
+
+
+def test_text_keeping_holds_the_lm_near_itself_on_described_questions():
+    """--gen-text-keep W: the generation LoRA also pays KL from the frozen LM on described yes/no questions, so
+    after the stage the LM has moved less on such text than without it (on questions no step saw)."""
+    import dataclasses
+
+    from ttrl.tasks.scenes import split
+    from ttrl.zoo.tiny_janus import Arch, build
+    from ttrl.zoo.tiny_janus_train import (
+        Budget,
+        described_pairs,
+        described_prompts,
+        scenes,
+        train_generation,
+    )
+
+    torch.set_num_threads(1)
+    arch = Arch(image_size=32, codebook=64, text_layers=1)
+    specs = split("train")
+    rows = described_pairs(scenes(split("test"), 4, seed=11, size=32), seed=12)
+
+    def moved(keep: float) -> tuple[float, dict]:
+        model, processor = build(arch, None, seed=0)
+        model.requires_grad_(False)
+        enc = described_prompts(processor.tokenizer, rows)
+        with torch.no_grad():
+            before = model(**enc).logits.float().log_softmax(-1)
+        budget = dataclasses.replace(Budget(), gen_steps=10, gen_batch=2, gen_lr=1e-2, gen_text_keep=keep,
+                                     gen_text_batch=4)
+        _, stats = train_generation(model, processor, arch, budget, specs, 0, None)
+        with torch.no_grad():
+            after = model(**enc).logits.float().log_softmax(-1)
+        kl = (after.exp() * (after - before)).sum(-1)
+        return float((kl * enc["attention_mask"]).sum() / enc["attention_mask"].sum()), stats
+
+    free, s0 = moved(0.0)
+    kept, s1 = moved(10.0)
+    assert s0["text_kl_curve"] == [] and s1["text_kl_curve"][0] > 0
+    assert free > 0 and kept < 0.5 * free

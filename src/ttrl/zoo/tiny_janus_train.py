@@ -7,7 +7,10 @@ card (measured on `scenes:test`, never trained on).
    once the checker passes enough reconstructions of held-out drawings.
 2. Generation: generation embeddings / aligner / head + a LoRA on the LM, next-image-token cross-entropy on
    (prompt, VQ tokens of the drawn scene), the prompt replaced by the unconditional form 10% of the time (what
-   classifier-free guidance needs; Janus trains the same way); the LoRA is then merged.
+   classifier-free guidance needs; Janus trains the same way); the LoRA is then merged. Optionally
+   (`gen_text_keep`) each step also pays the KL of the LM's next-token distribution from the frozen LM's on scenes
+   described in words with a yes/no question, so a long stage leaves the LM able to learn the understanding stage
+   (Janus keeps its text skills by mixing text data; docs/meta_ttrl.md, session 20).
 3. Understanding: the encoder is first pre-trained alone on per-patch colour + shape labels (no LM pass: cheap),
    the aligner then regressed onto the words of each patch (colour + shape embeddings), a second LoRA warmed up on
    scenes described in words, then encoder + aligner + that LoRA on yes/no questions about drawn scenes as minimal
@@ -142,6 +145,12 @@ class Budget:
     gen_batch: int = field(default=8, metadata={"help": "(prompt, image) sequences per generation step"})
     gen_lr: float = field(default=1e-3, metadata={"help": "generation AdamW learning rate (head and LoRA)"})
     lora_r: int = field(default=16, metadata={"help": "generation LoRA rank on the LM (merged before shipping)"})
+    gen_text_keep: float = field(default=0.0, metadata={
+        "help": "weight of KL(LM with the generation LoRA || LM without) on scenes described in words + a yes/no "
+                "question, added to every generation step (0: off): the LM is shared and a long generation stage "
+                "left it unable to learn the yes/no logic (600 steps: warm-up stuck at 55%%, yes/no 51%%, "
+                "docs/meta_ttrl.md session 19); Janus keeps its text skills by mixing text data the same way"})
+    gen_text_batch: int = field(default=8, metadata={"help": "described questions per text-keeping batch"})
     uncond_prob: float = field(default=0.1, metadata={
         "help": "share of generation sequences with the unconditional prompt (Janus trains CFG this way)"})
     eval_n: int = field(default=100, metadata={"help": "scenes:test prompts / images measured for the card"})
@@ -240,6 +249,14 @@ def described_pairs(pairs, seed: int) -> list[tuple[str, str, bool]]:
         q, true_here = sides[int(rng.integers(len(sides)))]
         out += [(spec.prompt().capitalize(), q, true_here), (other.prompt().capitalize(), q, not true_here)]
     return out
+
+
+def described_prompts(tok, rows) -> dict:
+    """Tokenised chat prompts for described_pairs rows, as the understanding warm-up asks them (left as the
+    tokenizer pads)."""
+    texts = [tok.apply_chat_template([{"role": "user", "content": f"{d}.\n" + user_message(Query("q", q), YES_NO)}],
+                                     add_generation_prompt=True, tokenize=False) for d, q, _ in rows]
+    return tok(texts, return_tensors="pt", padding=True)
 
 
 def questions_for(pairs, seed: int) -> list[tuple[object, str, bool]]:
@@ -514,9 +531,7 @@ def train_understanding(model, processor, arch: Arch, budget: Budget, specs, see
         rows = described_pairs(scenes(specs, budget.und_batch // 2, derive(seed, "und_text_batch", step),
                                       arch.image_size),
                                derive(seed, "und_text_questions", step))
-        texts = [tok.apply_chat_template([{"role": "user", "content": f"{d}.\n" + user_message(Query("q", q), YES_NO)}],
-                                         add_generation_prompt=True, tokenize=False) for d, q, _ in rows]
-        enc = tok(texts, return_tensors="pt", padding=True)
+        enc = described_prompts(tok, rows)
         logits = two_way(model(**enc, position_ids=positions(enc["attention_mask"]), logits_to_keep=1).logits[:, -1])
         text_target = torch.tensor([int(a) for _, _, a in rows])
         loss = F.cross_entropy(logits.float(), text_target) + replay("text", step)
@@ -612,24 +627,42 @@ def train_generation(model, processor, arch: Arch, budget: Budget, specs, seed: 
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=budget.gen_lr, weight_decay=0.0)
     vq = base.model.vqmodel
-    losses, t0 = [], time.time()
+    losses, kls, t0 = [], [], time.time()
+
+    def keep_text(step: int) -> torch.Tensor:
+        """Mean per-token KL of the LM's next-token distribution with the LoRA from the one without, over the
+        described questions (the LoRA disabled is the frozen LM: no second copy of the model)."""
+        rows = described_pairs(scenes(specs, budget.gen_text_batch // 2, derive(seed, "gen_text_batch", step),
+                                      arch.image_size), derive(seed, "gen_text_questions", step))
+        enc = described_prompts(processor.tokenizer, rows)
+        pos = positions(enc["attention_mask"])
+        with torch.no_grad(), peft_model.disable_adapter():
+            ref = base(**enc, position_ids=pos).logits.float().log_softmax(-1)
+        cur = base(**enc, position_ids=pos).logits.float().log_softmax(-1)
+        kl = (cur.exp() * (cur - ref)).sum(-1)
+        kl = (kl * enc["attention_mask"]).sum() / enc["attention_mask"].sum()
+        kls.append(kl.item())
+        return kl
     for step in range(budget.gen_steps):
         pairs = scenes(specs, budget.gen_batch, derive(seed, "gen_batch", step), arch.image_size)
         with torch.no_grad():
             tokens = vq_forward(vq, pixels([im for _, im in pairs]))[2]
         rng = np.random.default_rng(derive(seed, "gen_uncond", step))
-        loss = generation_loss(base, processor, [s.prompt() for s, _ in pairs], tokens,
-                               (rng.random(len(pairs)) < budget.uncond_prob).tolist())
+        gen = generation_loss(base, processor, [s.prompt() for s, _ in pairs], tokens,
+                              (rng.random(len(pairs)) < budget.uncond_prob).tolist())
+        loss = gen + budget.gen_text_keep * keep_text(step) if budget.gen_text_keep else gen
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append(gen.item())
         if log and ((step + 1) % 50 == 0 or step == 0):
-            log(f"generation step {step + 1}/{budget.gen_steps} loss {np.mean(losses[-50:]):.4f} ({time.time() - t0:.0f} s)")
+            log(f"generation step {step + 1}/{budget.gen_steps} loss {np.mean(losses[-50:]):.4f}"
+                + (f" text KL {np.mean(kls[-50:]):.4f}" if kls else "") + f" ({time.time() - t0:.0f} s)")
     lora = merged(peft_model)
     model.requires_grad_(False)
-    return lora, {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-50:])), "lora_modules": len(lora) // 2}
+    return lora, {"seconds": time.time() - t0, "final_loss": float(np.mean(losses[-50:])), "lora_modules": len(lora) // 2,
+                  "text_kl_curve": [round(float(np.mean(kls[i:i + 50])), 4) for i in range(0, len(kls), 50)]}
 
 
 # -- evaluation ------------------------------------------------------------------------------------------
