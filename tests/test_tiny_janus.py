@@ -105,7 +105,7 @@ def test_shipped_tiny_janus_answers_about_scenes_as_its_card_says(tmp_path):
 
     card = json.loads(ASSET.with_name("tiny_janus_card.json").read_text())
     assert card["weights_bytes"] == ASSET.stat().st_size
-    assert card["evaluation"]["yes_no_accuracy"] == 0.9 and card["evaluation"]["n_yes_no"] == 200
+    assert card["evaluation"]["yes_no_accuracy"] == 0.89 and card["evaluation"]["n_yes_no"] == 200
     torch.set_num_threads(1)
     _, arch = load_weights(ASSET)
     ev = evaluate(assemble(tmp_path / "tiny-janus", ASSET), arch, n=20, seed=card["training"]["seed"])

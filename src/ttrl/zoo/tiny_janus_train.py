@@ -7,7 +7,7 @@ card (measured on `scenes:test`, never trained on).
    once the checker passes enough reconstructions of held-out drawings.
 2. Generation: generation embeddings / aligner / head + a LoRA on the LM, next-image-token cross-entropy on
    (prompt, VQ tokens of the drawn scene), the prompt replaced by the unconditional form 10% of the time (what
-   classifier-free guidance needs; Janus trains the same way); the LoRA is then merged. Optionally
+   classifier-free guidance needs; Janus trains the same way); the LoRA is then merged. By default
    (`gen_text_keep`) each step also pays the KL of the LM's next-token distribution from the frozen LM's on scenes
    described in words with a yes/no question, so a long stage leaves the LM able to learn the understanding stage
    (Janus keeps its text skills by mixing text data; docs/meta_ttrl.md, session 20).
@@ -141,11 +141,13 @@ class Budget:
     und_probe_n: int = field(default=64, metadata={"help": "questions in the understanding early-stop probe"})
     und_stop_acc: float = field(default=0.9, metadata={
         "help": "stop understanding once probe yes/no accuracy reaches this (margin over the card's 85%% target)"})
-    gen_steps: int = field(default=200, metadata={"help": "generation steps (~3 s a step under load: 10 min)"})
+    gen_steps: int = field(default=600, metadata={
+        "help": "generation steps (~2.3 s a step at 2 threads alone: 23 min); 200 barely read the prompt (colour own "
+                "vs blind 35.5 vs 30.7%%), 600 with gen_text_keep do (27.5 vs 17.7%%; docs/meta_ttrl.md session 21)"})
     gen_batch: int = field(default=8, metadata={"help": "(prompt, image) sequences per generation step"})
     gen_lr: float = field(default=1e-3, metadata={"help": "generation AdamW learning rate (head and LoRA)"})
     lora_r: int = field(default=16, metadata={"help": "generation LoRA rank on the LM (merged before shipping)"})
-    gen_text_keep: float = field(default=0.0, metadata={
+    gen_text_keep: float = field(default=1.0, metadata={
         "help": "weight of KL(LM with the generation LoRA || LM without) on scenes described in words + a yes/no "
                 "question, added to every generation step (0: off): the LM is shared and a long generation stage "
                 "left it unable to learn the yes/no logic (600 steps: yes/no 51%%; with 1.0: warm-up done in 103 steps, "
