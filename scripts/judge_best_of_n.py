@@ -6,9 +6,10 @@ For each test prompt the model draws N images (the run's sampler: guidance, temp
 Meta-TTRL reward (rule rubric, the policy as judge, geometric mean of P(Yes) / (P(Yes) + P(No))). Reported per
 GenEval-style category over prompts: one image (the mean over all N), the judge's best of k (k = 4, 8, ..., N,
 the first k images), the same images picked by ANOTHER prompt's rubric (what a prompt-blind preference, e.g. for
-more colours, buys on its own), and pass@k (any of the k is right: the oracle).
+more colours, buys on its own), pass@k (any of the k is right: the oracle), and with `--judge FOLDER` the best of k
+by another judge (as `ttrl run --introspector FOLDER` would rank them).
 
-    PYTHONPATH=src python scripts/judge_best_of_n.py [--model tiny-janus] [--prompts 40] [--n 16] [--seed 0]
+    PYTHONPATH=src python scripts/judge_best_of_n.py [--model tiny-janus] [--prompts 40] [--n 16] [--seed 0] [--judge FOLDER]
 """
 from __future__ import annotations
 
@@ -57,14 +58,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="images per prompt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--judge", help="also rank the same drawings by this judge (a Janus folder: --introspector's)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     backend = JanusBackend(ModelConfig(model=str(resolve_model(a.model)), device="cpu", finetune="full"),
                            need_reference=False)
+    judge = JanusBackend(ModelConfig(model=str(resolve_model(a.judge)), device="cpu", finetune="full"),
+                         need_reference=False) if a.judge else None
     test = split("test")
     pick = np.sort(np.random.default_rng(a.seed).permutation(len(test))[:a.prompts])
     specs = [test[i] for i in pick]
-    per = []  # per prompt: checker results [N] per key, own rewards [N], another prompt's rewards [N]
+    per = []  # per prompt: checker results [N] per key, rewards [N] by selection rule
     for j, spec in enumerate(specs):
         samples = backend.generate_images([spec.prompt()], a.n, seed=a.seed * 100_003 + int(pick[j]))[0]
         images = backend.decode(samples)
@@ -72,17 +76,21 @@ def main() -> None:
         truth = {k: np.array([c.full if k == "full" else c.categories.get(k, np.nan) for c in checks], dtype=float)
                  for k in KEYS}
         other = specs[(j + 1) % len(specs)]  # a different prompt's rubric judges the same images
-        per.append((truth, rewards(backend, images, spec.prompt()), rewards(backend, images, other.prompt())))
-    out = {"model": a.model, "prompts": a.prompts, "n": a.n, "seed": a.seed}
+        ranked = {"own": rewards(backend, images, spec.prompt()), "other": rewards(backend, images, other.prompt())}
+        if judge is not None:
+            ranked["judge"] = rewards(judge, images, spec.prompt())
+        per.append((truth, ranked))
+    out = {"model": a.model, "judge": a.judge, "prompts": a.prompts, "n": a.n, "seed": a.seed}
     ks = sorted({k for k in (4, 8, 16, 32, a.n) if k <= a.n})
     rows = [("one image", None, a.n)] + [(f"judge best of {k}", "own", k) for k in ks] + \
-        [(f"other prompt's judge best of {k}", "other", k) for k in ks] + [(f"pass@{k}", "any", k) for k in ks]
+        [(f"other prompt's judge best of {k}", "other", k) for k in ks] + [(f"pass@{k}", "any", k) for k in ks] + \
+        ([(f"--judge's best of {k}", "judge", k) for k in ks] if judge is not None else [])
     for name, how, k in rows:
-        picked = [{key: select(truth[key][:k], {"own": r, "other": o}.get(how), how) for key in KEYS
-                   if not np.isnan(truth[key][0])} for truth, r, o in per]
+        picked = [{key: select(truth[key][:k], ranked.get(how), how) for key in KEYS
+                   if not np.isnan(truth[key][0])} for truth, ranked in per]
         out[name] = {key: share(picked, key) for key in KEYS}
-    own = np.concatenate([r for _, r, _ in per])
-    full = np.concatenate([t["full"] for t, _, _ in per])
+    own = np.concatenate([ranked["own"] for _, ranked in per])
+    full = np.concatenate([t["full"] for t, _ in per])
     out["reward mean: full right / not"] = [round(float(own[full == 1].mean()), 4) if full.any() else None,
                                             round(float(own[full == 0].mean()), 4)]
     print(json.dumps(out, indent=1))

@@ -5,7 +5,7 @@ encoder's pre-training takes a seeded share of each batch from a pool of the shi
 (tiny_janus_train.patch_labels); the aligner and the yes/no stage are the shipped recipe. Writes the weights, the
 assembled folder (usable as `ttrl run --introspector FOLDER/tiny-janus`) and the card's evaluation.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/tiny_janus_judge_on_drawings.py OUT [--share 0.5] [--pool 640]
+    PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/tiny_janus_judge_on_drawings.py OUT [--share 0.5] [--pool 640] [--threads 1]
 """
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.5, help="share of each encoder batch taken from the pool")
     ap.add_argument("--pool", type=int, default=640, help="drawings in the pool (scenes:train prompts)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (2 when it runs alone)")
     a = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     t0, specs = time.time(), split("train")
     policy = JanusBackend(ModelConfig(model=str(resolve_model("tiny-janus")), device="cpu", finetune="full"),
                           need_reference=False)
