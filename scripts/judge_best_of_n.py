@@ -21,7 +21,7 @@ import torch
 
 from ttrl.backends.t2i import JanusBackend
 from ttrl.config import ModelConfig
-from ttrl.rewards.meta_ttrl import meta_ttrl_rewards
+from ttrl.rewards.meta_ttrl import meta_ttrl_rewards, rubric_scores
 from ttrl.rubric import rule_rubric
 from ttrl.scenes import CATEGORIES, check
 from ttrl.tasks.scenes import split
@@ -31,10 +31,7 @@ KEYS = ("full",) + CATEGORIES
 
 
 def rewards(backend, images, prompt: str) -> np.ndarray:
-    questions = rule_rubric(prompt)
-    pics = [im for im in images for _ in questions]
-    s = backend.yes_probability(pics, questions * len(images))
-    return np.array(meta_ttrl_rewards(np.reshape(s, (len(images), len(questions)))))
+    return np.array(meta_ttrl_rewards(rubric_scores(backend, images, rule_rubric(prompt))))
 
 
 def share(rows: list[dict], key: str) -> float | None:

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from ttrl.rewards import all_rewards
-from ttrl.rewards.meta_ttrl import geometric_mean, meta_ttrl_rewards, yes_share
+from ttrl.rewards.meta_ttrl import geometric_mean, meta_ttrl_rewards, rubric_scores, yes_share
 from ttrl.rubric import build_rubric, parse_rubric, rubric_request, rule_rubric
 
 MESSY = """Sure! Here are some verification questions for the image:
@@ -90,6 +90,26 @@ def test_meta_ttrl_rewards_rank_images():
     assert r[0] > r[2] > r[1]  # the geometric mean punishes one failed check more than the arithmetic mean would
     assert sum(s[1]) / 3 > sum(s[2]) / 3
     assert math.isclose(r[0], 0.7958, abs_tol=1e-4)
+
+
+class _TableJudge:
+    """Answers from a fixed table, and records the size of each forward pass."""
+
+    def __init__(self, table):
+        self.table, self.calls = table, []
+
+    def yes_probability(self, images, questions):
+        self.calls.append(len(images))
+        return [self.table[(i, q)] for i, q in zip(images, questions)]
+
+
+@pytest.mark.parametrize("batch_size, calls", [(16, [6]), (4, [4, 2]), (1, [1] * 6)])
+def test_rubric_scores_every_image_every_question_in_batches(batch_size, calls):
+    table = {(i, q): 0.1 * (3 * i + k) for i in range(2) for k, q in enumerate("abc")}
+    judge = _TableJudge(table)
+    s = rubric_scores(judge, [0, 1], list("abc"), batch_size)
+    assert s.shape == (2, 3) and judge.calls == calls
+    assert s.ravel().tolist() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])  # row = image, column = question
 
 
 def test_registered_with_typed_params():

@@ -57,6 +57,16 @@ def meta_ttrl_rewards(scores, floor: float = 1e-4) -> list[float]:
     return [geometric_mean(row, floor) for row in np.asarray(scores, dtype=float)]
 
 
+def rubric_scores(introspector, images: Sequence, questions: Sequence[str], batch_size: int = 16) -> np.ndarray:
+    """s [images, questions]: every image asked every question, batch_size image-question pairs per forward pass."""
+    pairs = [(img, q) for img in images for q in questions]
+    s = []
+    for k in range(0, len(pairs), batch_size):
+        chunk = pairs[k:k + batch_size]
+        s.extend(introspector.yes_probability([p[0] for p in chunk], [p[1] for p in chunk]))
+    return np.asarray(s, dtype=float).reshape(len(images), len(questions))
+
+
 def judge(ctx: RewardContext):
     """The introspector: the policy itself (Meta-TTRL), or the external model given by --introspector, which then
     does the whole meta level (writes the rubric and answers it), as in the paper's self-vs-external comparison."""
@@ -91,12 +101,7 @@ def rubric_for(query: Query, params: MetaTTRLParams, ctx: RewardContext) -> dict
 def meta_ttrl(group: Group, params: MetaTTRLParams, ctx: RewardContext) -> RewardOutput:
     rubric = rubric_for(group.query, params, ctx)
     questions = rubric["questions"]
-    pairs = [(img, q) for img in group.responses for q in questions]
-    s = []
-    for k in range(0, len(pairs), params.batch_size):
-        chunk = pairs[k:k + params.batch_size]
-        s.extend(judge(ctx).yes_probability([p[0] for p in chunk], [p[1] for p in chunk]))
-    scores = np.asarray(s, dtype=float).reshape(len(group.responses), len(questions))
+    scores = rubric_scores(judge(ctx), group.responses, questions, params.batch_size)
     rewards = meta_ttrl_rewards(scores, params.floor)
     return RewardOutput(rewards, {"rubric_questions": float(len(questions)),
                                   "rubric_rule": float(rubric["source"] == "rule"),
