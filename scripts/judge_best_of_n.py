@@ -21,7 +21,7 @@ import torch
 
 from ttrl.backends.t2i import JanusBackend
 from ttrl.config import ModelConfig
-from ttrl.rewards.meta_ttrl import meta_ttrl_rewards, rubric_scores
+from ttrl.rewards.meta_ttrl import MetaTTRLParams, meta_ttrl_rewards, rubric_scores
 from ttrl.rubric import rule_rubric
 from ttrl.scenes import CATEGORIES, check
 from ttrl.tasks.scenes import split
@@ -30,8 +30,18 @@ from ttrl.zoo import resolve_model
 KEYS = ("full",) + CATEGORIES
 
 
+REWARD = MetaTTRLParams()  # the reward's own defaults: batch size and floor as in `ttrl run --reward meta_ttrl`
+
+
 def rewards(backend, images, prompt: str) -> np.ndarray:
-    return np.array(meta_ttrl_rewards(rubric_scores(backend, images, rule_rubric(prompt))))
+    scores = rubric_scores(backend, images, rule_rubric(prompt), REWARD.batch_size)
+    return np.array(meta_ttrl_rewards(scores, REWARD.floor))
+
+
+def frozen(model: str) -> JanusBackend:
+    """A Janus model (a zoo name or folder) for drawing and judging only: no reference copy, nothing trained."""
+    return JanusBackend(ModelConfig(model=str(resolve_model(model)), device="cpu", finetune="full"),
+                        need_reference=False)
 
 
 def share(rows: list[dict], key: str) -> float | None:
@@ -58,10 +68,8 @@ def main() -> None:
     ap.add_argument("--judge", help="also rank the same drawings by this judge (a Janus folder: --introspector's)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    backend = JanusBackend(ModelConfig(model=str(resolve_model(a.model)), device="cpu", finetune="full"),
-                           need_reference=False)
-    judge = JanusBackend(ModelConfig(model=str(resolve_model(a.judge)), device="cpu", finetune="full"),
-                         need_reference=False) if a.judge else None
+    backend = frozen(a.model)
+    judge = frozen(a.judge) if a.judge else None
     test = split("test")
     pick = np.sort(np.random.default_rng(a.seed).permutation(len(test))[:a.prompts])
     specs = [test[i] for i in pick]
